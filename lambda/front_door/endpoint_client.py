@@ -1,0 +1,363 @@
+"""SageMaker runtime client: JSON calls and streamed JSON lines reassembled across PayloadParts."""
+# mypy: disable-error-code="import-untyped"
+# (boto3/botocore ship no type information and the shared mypy config names no override.)
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import AsyncIterator, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.to_thread
+
+from front_door.errors import (
+    FrontDoorError,
+    StreamInterruptedError,
+    UpstreamModelError,
+    UpstreamThrottledError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+)
+from front_door.settings import Settings
+
+if TYPE_CHECKING:
+    from botocore.client import BaseClient
+
+_THROTTLING_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "ThrottledException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "ProvisionedThroughputExceededException",
+    }
+)
+_UNAVAILABLE_CODES = frozenset(
+    {
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "InternalDependencyException",
+        "InternalFailure",
+        "ModelNotReadyException",
+    }
+)
+
+
+class JsonLinesDecoder:
+    """Reassembles newline-delimited JSON objects from byte chunks split anywhere.
+
+    Lines are cut on the ``\\n`` byte before decoding, and that byte never occurs inside a
+    multi-byte UTF-8 sequence, so a character split across two chunks is decoded whole.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._scanned = 0
+
+    def feed(self, data: bytes) -> list[dict[str, Any]]:
+        """Add a chunk and return the objects of every line it completed.
+
+        Parameters
+        ----------
+        data
+            The next bytes of the stream, e.g. one ``PayloadPart``.
+
+        Returns
+        -------
+        list of dict
+            Parsed objects, in stream order (possibly empty).
+        """
+        self._buffer += data
+        objects: list[dict[str, Any]] = []
+        start = 0
+        while (end := self._buffer.find(b"\n", max(start, self._scanned))) >= 0:
+            objects.extend(_parse_line(self._buffer[start:end]))
+            start = end + 1
+            self._scanned = start
+        if start:
+            del self._buffer[:start]
+        self._scanned = len(self._buffer)
+        return objects
+
+    def close(self) -> list[dict[str, Any]]:
+        """Flush a final line that had no trailing newline.
+
+        Returns
+        -------
+        list of dict
+            The last object, if any bytes were pending.
+        """
+        rest, self._buffer, self._scanned = bytes(self._buffer), bytearray(), 0
+        return _parse_line(rest)
+
+
+def _parse_line(line: bytes | bytearray) -> list[dict[str, Any]]:
+    if not line.strip():
+        return []
+    try:
+        value = json.loads(bytes(line).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise StreamInterruptedError("The model stream sent a malformed line.") from exc
+    if not isinstance(value, dict):
+        raise StreamInterruptedError("The model stream sent a line that is not a JSON object.")
+    return [value]
+
+
+def iterate_stream_objects(events: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Turn parsed ``InvokeEndpointWithResponseStream`` events into container JSON objects.
+
+    Parameters
+    ----------
+    events
+        botocore's ``EventStream`` (or any iterable of its parsed events).
+
+    Yields
+    ------
+    dict
+        Each container protocol object (``{"token": ...}``, final object, ``{"error": ...}``).
+
+    Raises
+    ------
+    StreamInterruptedError
+        On ``ModelStreamError``/``InternalStreamFailure`` events, malformed lines or a broken
+        connection.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
+
+    decoder = JsonLinesDecoder()
+    try:
+        for event in events:
+            if "PayloadPart" in event:
+                yield from decoder.feed(event["PayloadPart"].get("Bytes", b""))
+            elif "ModelStreamError" in event or "InternalStreamFailure" in event:
+                kind = next(iter(event))
+                raise StreamInterruptedError(f"The model stream failed ({kind}).")
+        yield from decoder.close()
+    except ClientError as exc:  # EventStreamError: a modeled error event inside the stream
+        code = exc.response.get("Error", {}).get("Code", "stream error")
+        raise StreamInterruptedError(f"The model stream failed ({code}).") from exc
+    except ReadTimeoutError as exc:
+        raise StreamInterruptedError("The model stream stalled past the read timeout.") from exc
+    except (BotoCoreError, OSError) as exc:
+        raise StreamInterruptedError("The connection to the model stream broke.") from exc
+
+
+def map_client_error(exc: Exception) -> FrontDoorError:
+    """Map a botocore error raised before the first byte onto a typed front-door error.
+
+    Parameters
+    ----------
+    exc
+        A ``ClientError`` or ``BotoCoreError`` from the initial call (after botocore's
+        retries).
+
+    Returns
+    -------
+    FrontDoorError
+        429 for throttling, 502 for model errors, 503 when unavailable, 504 on timeouts.
+    """
+    from botocore.exceptions import (
+        ClientError,
+        ConnectionClosedError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        ReadTimeoutError,
+    )
+
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        if code in _THROTTLING_CODES or (status == 429 and code != "ModelNotReadyException"):
+            headers = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+            retry_after = str(headers.get("retry-after", "1"))
+            seconds = int(retry_after) if retry_after.isdigit() else 1
+            return UpstreamThrottledError(
+                "The model endpoint is throttling requests.", retry_after_s=seconds
+            )
+        if code == "ModelError":
+            return UpstreamModelError("The model failed to process the request.")
+        if code in _UNAVAILABLE_CODES or status >= 500:
+            return UpstreamUnavailableError("The model endpoint is unavailable.")
+        return UpstreamModelError(f"The model endpoint rejected the request ({code or status}).")
+    if isinstance(exc, ReadTimeoutError):
+        return UpstreamTimeoutError("The model endpoint did not answer in time.")
+    if isinstance(exc, ConnectTimeoutError | EndpointConnectionError | ConnectionClosedError):
+        return UpstreamUnavailableError("The model endpoint cannot be reached.")
+    return UpstreamModelError("The call to the model endpoint failed.")
+
+
+def create_sagemaker_runtime_client(settings: Settings) -> BaseClient:
+    """A thread-safe boto3 ``sagemaker-runtime`` client configured from the settings.
+
+    Parameters
+    ----------
+    settings
+        Endpoint URL override, timeouts, retry budget and pool size come from here.
+
+    Returns
+    -------
+    botocore.client.BaseClient
+        The client; adaptive retry mode retries throttling and transient errors of the initial
+        call only, since an open response stream is never replayed by botocore.
+    """
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        retries={"mode": "adaptive", "max_attempts": settings.endpoint_max_attempts},
+        connect_timeout=settings.endpoint_connect_timeout_s,
+        read_timeout=settings.endpoint_read_timeout_s,
+        max_pool_connections=settings.max_pool_connections,
+        tcp_keepalive=True,
+    )
+    return boto3.session.Session().client(
+        "sagemaker-runtime",
+        endpoint_url=settings.sagemaker_endpoint_url,
+        region_name=settings.region,
+        config=config,
+    )
+
+
+_END = object()
+
+
+class EndpointClient:
+    """Calls the SageMaker endpoints without blocking the event loop.
+
+    Parameters
+    ----------
+    client
+        A boto3 ``sagemaker-runtime`` client.
+    max_concurrency
+        Upper bound of blocking calls in flight in worker threads.
+    """
+
+    def __init__(self, client: BaseClient, *, max_concurrency: int = 64) -> None:
+        self._client = client
+        self._limiter = anyio.CapacityLimiter(max_concurrency)
+
+    def invoke_json_blocking(self, endpoint_name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """``InvokeEndpoint`` with a JSON body; returns the JSON answer.
+
+        Parameters
+        ----------
+        endpoint_name
+            SageMaker endpoint name.
+        body
+            Request object, sent as ``application/json``.
+
+        Returns
+        -------
+        dict
+            The decoded response body.
+        """
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            response = self._client.invoke_endpoint(
+                EndpointName=endpoint_name,
+                Body=json.dumps(body).encode(),
+                ContentType="application/json",
+                Accept="application/json",
+            )
+            payload = response["Body"].read()
+        except (ClientError, BotoCoreError) as exc:
+            raise map_client_error(exc) from exc
+        try:
+            value = json.loads(payload)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise UpstreamModelError("The model endpoint sent malformed JSON.") from exc
+        if not isinstance(value, dict):
+            raise UpstreamModelError("The model endpoint sent an unexpected answer.")
+        return value
+
+    async def invoke_json(self, endpoint_name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Async ``InvokeEndpoint`` (runs the blocking call in a worker thread).
+
+        Parameters
+        ----------
+        endpoint_name, body
+            As for :meth:`invoke_json_blocking`.
+
+        Returns
+        -------
+        dict
+            The decoded response body.
+        """
+        return await anyio.to_thread.run_sync(
+            self.invoke_json_blocking, endpoint_name, body, limiter=self._limiter
+        )
+
+    def _open_stream(self, endpoint_name: str, body: dict[str, Any]) -> Any:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            response = self._client.invoke_endpoint_with_response_stream(
+                EndpointName=endpoint_name,
+                Body=json.dumps(body).encode(),
+                ContentType="application/json",
+                Accept="application/jsonlines",
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise map_client_error(exc) from exc
+        return response["Body"]
+
+    async def stream(
+        self, endpoint_name: str, body: dict[str, Any]
+    ) -> AsyncIterator[dict[str, Any]]:
+        """``InvokeEndpointWithResponseStream``, yielding container JSON objects as they arrive.
+
+        Errors of the initial call raise the mapped :class:`FrontDoorError` before anything is
+        yielded; later failures raise :class:`StreamInterruptedError`. A dedicated thread drains
+        the blocking botocore event stream into an asyncio queue, so many streams run
+        concurrently and the event loop never blocks.
+
+        Parameters
+        ----------
+        endpoint_name, body
+            Endpoint and container protocol request (with ``"stream": true``).
+
+        Yields
+        ------
+        dict
+            Container protocol objects.
+        """
+        event_stream = await anyio.to_thread.run_sync(
+            self._open_stream, endpoint_name, body, limiter=self._limiter
+        )
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        stopped = threading.Event()
+
+        def deliver(item: Any) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the loop is gone; nobody is left to deliver to
+                stopped.set()
+
+        def pump() -> None:
+            try:
+                for item in iterate_stream_objects(event_stream):
+                    if stopped.is_set():
+                        return
+                    deliver(item)
+                deliver(_END)
+            except Exception as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+                deliver(exc)
+
+        threading.Thread(target=pump, name="endpoint-stream", daemon=True).start()
+        try:
+            while True:
+                item = await queue.get()
+                if item is _END:
+                    return
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+        finally:
+            stopped.set()
+            event_stream.close()

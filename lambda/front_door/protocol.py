@@ -1,0 +1,273 @@
+"""OpenAI-compatible request/response models, the chatbot extensions, the container request."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
+
+
+class TextContentPart(BaseModel):
+    """One text part of a multi-part message content (the OpenAI ``content: [...]`` form)."""
+
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    """One message of a chat request."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextContentPart]
+
+    def text(self) -> str:
+        """The message's content as one string."""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+    def container_role(self) -> str:
+        """The role the container's chat template knows (``developer`` is a system message)."""
+        return "system" if self.role == "developer" else self.role
+
+
+class StreamOptions(BaseModel):
+    """OpenAI ``stream_options``; ``include_usage`` adds usage to the last chunk."""
+
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    """``POST /v1/chat/completions`` body: the OpenAI fields we honour plus our extensions.
+
+    Unknown fields are ignored so that any OpenAI client works unchanged.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = Field(default=None, max_length=256)
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    stop: str | list[str] | None = None
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
+    n: int | None = Field(default=None, ge=1, le=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = Field(default=None, max_length=256)
+    session_id: str | None = Field(default=None, pattern=SESSION_ID_PATTERN)
+    retrieval: bool = True
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_sequences(cls, stop: str | list[str] | None) -> str | list[str] | None:
+        sequences = [stop] if isinstance(stop, str) else (stop or [])
+        if len(sequences) > 4 or any(not item for item in sequences):
+            raise ValueError("at most 4 non-empty stop sequences")
+        return stop
+
+    @model_validator(mode="after")
+    def _ends_with_user_turn(self) -> ChatCompletionRequest:
+        if self.messages[-1].role != "user":
+            raise ValueError("the last message must have role 'user'")
+        return self
+
+    def stop_sequences(self) -> list[str]:
+        """``stop`` as a list."""
+        if self.stop is None:
+            return []
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+    def requested_max_tokens(self, default: int) -> int:
+        """The completion-token budget asked for, or ``default``."""
+        return self.max_completion_tokens or self.max_tokens or default
+
+    def to_container_request(
+        self, history: list[dict[str, str]], *, max_new_tokens: int, stream: bool
+    ) -> dict[str, Any]:
+        """The container protocol request (ARCHITECTURE.md "Container protocol").
+
+        Parameters
+        ----------
+        history
+            Stored messages (``role``, ``content``) that precede this request's messages.
+        max_new_tokens
+            Completion budget, already bounded by the settings.
+        stream
+            Whether the container should stream tokens as JSON lines.
+
+        Returns
+        -------
+        dict
+            ``{"inputs": [...], "parameters": {...}, "stream": bool}``.
+        """
+        inputs = [{"role": m["role"], "content": m["content"]} for m in history]
+        inputs += [{"role": m.container_role(), "content": m.text()} for m in self.messages]
+        parameters: dict[str, Any] = {
+            "max_new_tokens": max_new_tokens,
+            "no_retrieval": not self.retrieval,
+        }
+        if self.temperature is not None:
+            parameters["temperature"] = self.temperature
+        if self.top_p is not None:
+            parameters["top_p"] = self.top_p
+        if self.stop is not None:
+            parameters["stop"] = self.stop_sequences()
+        if self.seed is not None:
+            parameters["seed"] = self.seed
+        return {"inputs": inputs, "parameters": parameters, "stream": stream}
+
+
+class Source(BaseModel):
+    """A retrieval source the container used for the answer."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str | None = None
+    title: str | None = None
+    score: float | None = None
+
+
+class ModerationLabels(BaseModel):
+    """Moderation verdicts of the turn (``None`` where no check ran)."""
+
+    input: str | None = None
+    output: str | None = None
+
+
+class Usage(BaseModel):
+    """Token counts reported by the container."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class AssistantMessage(BaseModel):
+    """The assistant message of a non-streaming response."""
+
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class Choice(BaseModel):
+    """The single choice of a non-streaming response."""
+
+    index: int = 0
+    message: AssistantMessage
+    finish_reason: str
+
+
+class ChatCompletion(BaseModel):
+    """Non-streaming ``chat.completion`` response with the chatbot's extensions."""
+
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: Usage
+    session_id: str
+    moderation: ModerationLabels
+    sources: list[Source]
+
+
+class ChunkDelta(BaseModel):
+    """Incremental content of a streaming chunk."""
+
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChunkChoice(BaseModel):
+    """The single choice of a streaming chunk."""
+
+    index: int = 0
+    delta: ChunkDelta
+    finish_reason: str | None = None
+
+
+class ChatCompletionChunk(BaseModel):
+    """One SSE ``chat.completion.chunk`` event; the last carries moderation and sources."""
+
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    session_id: str
+    moderation: ModerationLabels | None = None
+    sources: list[Source] | None = None
+    usage: Usage | None = None
+
+
+class SessionMessage(BaseModel):
+    """A stored message of a session."""
+
+    seq: int
+    role: str
+    content: str
+    created_at: str
+    finish_reason: str | None = None
+    moderation: str | None = None
+    sources: list[Source] | None = None
+    incomplete: bool | None = None
+
+
+class SessionSummary(BaseModel):
+    """A session as listed by ``GET /v1/sessions``."""
+
+    session_id: str
+    title: str
+    created_at: str
+    updated_at: str
+    message_count: int
+
+
+class SessionDetail(SessionSummary):
+    """``GET /v1/sessions/{id}``: the session and its messages, oldest first."""
+
+    messages: list[SessionMessage]
+
+
+class SessionList(BaseModel):
+    """A page of the caller's sessions, newest first; pass ``next_cursor`` as ``cursor``."""
+
+    object: Literal["list"] = "list"
+    data: list[SessionSummary]
+    has_more: bool
+    next_cursor: str | None = None
+
+
+class SessionDeleted(BaseModel):
+    """``DELETE /v1/sessions/{id}`` response."""
+
+    session_id: str
+    deleted: bool = True
+
+
+class Health(BaseModel):
+    """``GET /healthz`` response."""
+
+    status: Literal["ok"] = "ok"
+
+
+class ErrorBody(BaseModel):
+    """The inside of the OpenAI error envelope."""
+
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorEnvelope(BaseModel):
+    """OpenAI error envelope ``{"error": {...}}``."""
+
+    error: ErrorBody

@@ -1,0 +1,79 @@
+"""Runtime settings of the front door, read from CHATBOT_* environment variables at start-up."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MODERATION_LABELS: tuple[str, ...] = (
+    "casual",
+    "possibly needs caution",
+    "probably needs caution",
+    "needs caution",
+    "needs intervention",
+)
+"""The moderation labels, least to most cautious (ARCHITECTURE.md, moderation role)."""
+
+PositiveInt = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+class Settings(BaseSettings):
+    """Validated front-door settings; a bad value stops start-up with a message naming it.
+
+    Required fields (endpoint and table names) have no default: the CDK app always sets them.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="CHATBOT_", frozen=True, extra="ignore")
+
+    mode: Literal["aws", "local"] = "aws"
+    chat_endpoint: str = Field(min_length=1)
+    moderation_endpoint: str = Field(min_length=1)
+    session_table: str = Field(min_length=1)
+    session_owner_index: str = "by-owner"
+    session_ttl_days: PositiveInt = 30
+    blocked_labels: tuple[str, ...] = ("needs intervention",)
+    refusal_text: str = Field(
+        default="I can't help with that request.",
+        min_length=1,
+    )
+    auth_mode: Literal["iam", "cognito"] = "iam"
+    local_principal: str = Field(default="local-user", min_length=1)
+    sagemaker_endpoint_url: str | None = None
+    dynamodb_endpoint_url: str | None = None
+    region: str | None = None
+
+    # Limits on what a request may carry (413 above them).
+    max_request_chars: PositiveInt = 32_000
+    max_request_messages: PositiveInt = 64
+    max_tokens_default: PositiveInt = 512
+    max_tokens_limit: PositiveInt = 4096
+
+    # Prompt history window: at most this many stored messages and characters.
+    history_max_messages: PositiveInt = 20
+    history_max_chars: PositiveInt = 24_000
+    sessions_page_size: PositiveInt = 20
+
+    # Output moderation: check the sliding window every N tokens or at a sentence end,
+    # whichever comes first once at least `moderation_min_tokens` arrived since the last check.
+    moderation_every_tokens: PositiveInt = 32
+    moderation_min_tokens: PositiveInt = 8
+    moderation_window_chars: PositiveInt = 2_000
+
+    # SageMaker runtime client: retries happen only before the first byte (botocore's retry
+    # loop covers the initial call; an open event stream is never retried).
+    endpoint_max_attempts: PositiveInt = 3
+    endpoint_connect_timeout_s: PositiveFloat = 3.0
+    endpoint_read_timeout_s: PositiveFloat = 120.0
+    max_pool_connections: PositiveInt = 64
+    conflict_retry_attempts: PositiveInt = 40
+
+    @field_validator("blocked_labels")
+    @classmethod
+    def _labels_are_known(cls, labels: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(labels) - set(MODERATION_LABELS))
+        if unknown:
+            raise ValueError(f"unknown moderation labels {unknown}; known: {MODERATION_LABELS}")
+        return labels
