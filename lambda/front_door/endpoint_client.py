@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -306,58 +306,85 @@ class EndpointClient:
             raise map_client_error(exc) from exc
         return response["Body"]
 
-    async def stream(
-        self, endpoint_name: str, body: dict[str, Any]
-    ) -> AsyncIterator[dict[str, Any]]:
-        """``InvokeEndpointWithResponseStream``, yielding container JSON objects as they arrive.
+    async def open_stream(self, endpoint_name: str, body: dict[str, Any]) -> ContainerStream:
+        """``InvokeEndpointWithResponseStream``; returns once the endpoint accepted the request.
 
-        Errors of the initial call raise the mapped :class:`FrontDoorError` before anything is
-        yielded; later failures raise :class:`StreamInterruptedError`. A dedicated thread drains
-        the blocking botocore event stream into an asyncio queue, so many streams run
-        concurrently and the event loop never blocks.
+        Errors of the initial call (after botocore's retries) raise the mapped
+        :class:`FrontDoorError` here, before anything reaches the client.
 
         Parameters
         ----------
         endpoint_name, body
             Endpoint and container protocol request (with ``"stream": true``).
 
-        Yields
-        ------
-        dict
-            Container protocol objects.
+        Returns
+        -------
+        ContainerStream
+            Async iterator of the container's JSON objects.
         """
         event_stream = await anyio.to_thread.run_sync(
             self._open_stream, endpoint_name, body, limiter=self._limiter
         )
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        stopped = threading.Event()
+        return ContainerStream(event_stream)
 
-        def deliver(item: Any) -> None:
-            try:
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-            except RuntimeError:  # the loop is gone; nobody is left to deliver to
-                stopped.set()
 
-        def pump() -> None:
-            try:
-                for item in iterate_stream_objects(event_stream):
-                    if stopped.is_set():
-                        return
-                    deliver(item)
-                deliver(_END)
-            except Exception as exc:  # noqa: BLE001 - handed to the consumer, which raises it
-                deliver(exc)
+class ContainerStream:
+    """Async iterator over the container objects of an open response stream.
 
-        threading.Thread(target=pump, name="endpoint-stream", daemon=True).start()
+    A dedicated thread drains botocore's blocking event stream into an asyncio queue, so
+    many streams run concurrently and the event loop never blocks on a socket read. Failures
+    after the first byte surface as :class:`StreamInterruptedError` from ``__anext__``.
+
+    Parameters
+    ----------
+    event_stream
+        botocore's ``EventStream`` of the response.
+    """
+
+    def __init__(self, event_stream: Any) -> None:
+        self._event_stream = event_stream
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._stopped = threading.Event()
+        self._finished = False
+        threading.Thread(target=self._pump, name="endpoint-stream", daemon=True).start()
+
+    def _deliver(self, item: Any) -> None:
         try:
-            while True:
-                item = await queue.get()
-                if item is _END:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        except RuntimeError:  # the loop is gone; nobody is left to deliver to
+            self._stopped.set()
+
+    def _pump(self) -> None:
+        try:
+            for item in iterate_stream_objects(self._event_stream):
+                if self._stopped.is_set():
                     return
-                if isinstance(item, Exception):
-                    raise item
-                yield item
-        finally:
-            stopped.set()
-            event_stream.close()
+                self._deliver(item)
+            self._deliver(_END)
+        except Exception as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+            if not self._stopped.is_set():
+                self._deliver(exc)
+
+    def __aiter__(self) -> ContainerStream:
+        return self
+
+    async def __anext__(self) -> dict[str, Any]:
+        if self._finished:
+            raise StopAsyncIteration
+        item = await self._queue.get()
+        if item is _END:
+            self._finished = True
+            raise StopAsyncIteration
+        if isinstance(item, Exception):
+            self._finished = True
+            raise item
+        result: dict[str, Any] = item
+        return result
+
+    async def aclose(self) -> None:
+        """Stop reading and release the connection (e.g. after a moderation block)."""
+        self._finished = True
+        if not self._stopped.is_set():
+            self._stopped.set()
+            await anyio.to_thread.run_sync(self._event_stream.close)

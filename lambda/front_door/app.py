@@ -1,0 +1,69 @@
+"""FastAPI application factory; the same app runs under uvicorn and the Lambda Web Adapter."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from front_door.api_router import router
+from front_door.errors import install_error_handlers
+from front_door.settings import Settings
+
+
+def build_app(settings: Settings) -> FastAPI:
+    """Build the front-door app; AWS clients are created in its lifespan.
+
+    Parameters
+    ----------
+    settings
+        Validated runtime settings.
+
+    Returns
+    -------
+    FastAPI
+        The application, with ``settings`` in ``app.state``; the lifespan adds
+        ``chat_service`` and ``session_store``.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Imported here so that building the app (Lambda init) does not pay for boto3.
+        from front_door.chat import ChatService
+        from front_door.endpoint_client import EndpointClient, create_sagemaker_runtime_client
+        from front_door.moderation import Moderator
+        from front_door.sessions import SessionStore
+
+        runtime = create_sagemaker_runtime_client(settings)
+        endpoints = EndpointClient(runtime, max_concurrency=settings.max_pool_connections)
+        store = SessionStore.from_settings(settings)
+        moderator = Moderator(endpoints, settings.moderation_endpoint, settings.blocked_labels)
+        app.state.session_store = store
+        app.state.chat_service = ChatService(settings, endpoints, moderator, store)
+        try:
+            yield
+        finally:
+            runtime.close()
+
+    app = FastAPI(
+        title="Chatbot front door",
+        version="0.1.0",
+        description="OpenAI-compatible streaming chat with server-side sessions and moderation.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.include_router(router)
+    return app
+
+
+def create_app() -> FastAPI:
+    """uvicorn ``--factory`` entry point: settings from the ``CHATBOT_*`` environment.
+
+    Returns
+    -------
+    FastAPI
+        The application.
+    """
+    return build_app(Settings())  # required fields come from the environment

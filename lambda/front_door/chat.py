@@ -1,0 +1,361 @@
+"""One chat turn end to end: history, moderation, generation and persistence, free of HTTP types."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from front_door.endpoint_client import ContainerStream, EndpointClient
+from front_door.errors import (
+    FrontDoorError,
+    InvalidRequestError,
+    RequestTooLargeError,
+    StreamInterruptedError,
+)
+from front_door.moderation import Moderator, OutputWindow
+from front_door.observability import RequestMetrics, bind_log_context, get_logger
+from front_door.protocol import ChatCompletionRequest
+from front_door.sessions import NewMessage, SessionStore, new_session_id
+from front_door.settings import Settings
+
+REDACTED_INPUT = "[removed by moderation]"
+_FINISH_REASONS = {"stop": "stop", "eos": "stop", "eos_token": "stop", "length": "length"}
+
+
+@dataclass(frozen=True)
+class Delta:
+    """Text to relay to the client."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Finish:
+    """The turn ended (and is stored); the last chunk carries these."""
+
+    finish_reason: str
+    moderation: dict[str, str | None]
+    sources: list[dict[str, Any]]
+    usage: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Failure:
+    """The turn broke after the response started; the client gets an error event."""
+
+    error: FrontDoorError
+
+
+Event = Delta | Finish | Failure
+
+
+@dataclass
+class Turn:
+    """A turn that passed every check before generation, with its open model stream."""
+
+    request: ChatCompletionRequest
+    principal: str
+    session_id: str
+    expected_count: int | None
+    title: str
+    input_label: str
+    stream: ContainerStream | None
+    metrics: RequestMetrics
+    started: float
+    completion_id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex}")
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    @property
+    def input_blocked(self) -> bool:
+        """Whether input moderation refused the turn (no generation happens)."""
+        return self.stream is None
+
+
+@dataclass
+class _Outcome:
+    text: list[str] = field(default_factory=list)
+    finish_reason: str | None = None
+    output_label: str | None = None
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    usage: dict[str, int] = field(default_factory=dict)
+    blocked: bool = False
+    incomplete: bool = True
+    persisted: bool = False
+
+
+class ChatService:
+    """Runs chat turns against the endpoints and the session store.
+
+    Parameters
+    ----------
+    settings
+        Front-door settings.
+    endpoints
+        SageMaker runtime client.
+    moderator
+        Moderation client.
+    store
+        Session store.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        endpoints: EndpointClient,
+        moderator: Moderator,
+        store: SessionStore,
+    ) -> None:
+        self._settings = settings
+        self._endpoints = endpoints
+        self._moderator = moderator
+        self._store = store
+        self._limiter = anyio.CapacityLimiter(settings.max_pool_connections)
+
+    def _check_limits(self, request: ChatCompletionRequest) -> int:
+        settings = self._settings
+        if len(request.messages) > settings.max_request_messages:
+            raise RequestTooLargeError(
+                f"At most {settings.max_request_messages} messages per request.",
+                param="messages",
+            )
+        if sum(len(m.text()) for m in request.messages) > settings.max_request_chars:
+            raise RequestTooLargeError(
+                f"The messages exceed {settings.max_request_chars} characters.",
+                param="messages",
+            )
+        max_new = request.requested_max_tokens(settings.max_tokens_default)
+        if max_new > settings.max_tokens_limit:
+            raise InvalidRequestError(
+                f"max_tokens must be at most {settings.max_tokens_limit}.", param="max_tokens"
+            )
+        return max_new
+
+    async def start_turn(
+        self, request: ChatCompletionRequest, principal: str, metrics: RequestMetrics
+    ) -> Turn:
+        """Validate limits, load history, moderate the input and open the model stream.
+
+        Everything that can fail with a plain HTTP error happens here, before the response
+        starts; nothing is written to the session store.
+
+        Parameters
+        ----------
+        request
+            The validated request.
+        principal
+            Calling principal.
+        metrics
+            The request's metrics.
+
+        Returns
+        -------
+        Turn
+            The started turn (with ``stream`` ``None`` when the input was blocked).
+        """
+        started = time.perf_counter()
+        max_new_tokens = self._check_limits(request)
+        history: list[dict[str, str]] = []
+        expected_count: int | None = None
+        if request.session_id:
+            session_id = request.session_id
+            header, history = await anyio.to_thread.run_sync(
+                lambda: self._store.load_history(
+                    session_id,
+                    principal,
+                    max_messages=self._settings.history_max_messages,
+                    max_chars=self._settings.history_max_chars,
+                ),
+                limiter=self._limiter,
+            )
+            expected_count, title = header.message_count, header.title
+        else:
+            session_id = new_session_id()
+            title = next(m.text() for m in request.messages if m.role == "user")
+        bind_log_context(session_id=session_id)
+
+        verdict = await self._moderator.classify("\n".join(m.text() for m in request.messages))
+        metrics.add("ModerationChecks", "Count", 1)
+        stream: ContainerStream | None = None
+        if verdict.blocked:
+            metrics.add("InputModerationBlocked", "Count", 1)
+            get_logger().info("input blocked by moderation", extra={"label": verdict.label})
+        else:
+            body = request.to_container_request(history, max_new_tokens=max_new_tokens, stream=True)
+            stream = await self._endpoints.open_stream(self._settings.chat_endpoint, body)
+        return Turn(
+            request=request,
+            principal=principal,
+            session_id=session_id,
+            expected_count=expected_count,
+            title=title,
+            input_label=verdict.label,
+            stream=stream,
+            metrics=metrics,
+            started=started,
+        )
+
+    async def events(self, turn: Turn) -> AsyncGenerator[Event, None]:
+        """Relay the turn as events and store it.
+
+        The turn is stored before :class:`Finish` is yielded, so a client that saw the end
+        can read it back. A broken stream, failed output moderation or a client that goes
+        away still stores the turn, marked incomplete, with the text relayed so far.
+
+        Parameters
+        ----------
+        turn
+            A turn from :meth:`start_turn`.
+
+        Yields
+        ------
+        Event
+            Deltas, then one :class:`Finish` or :class:`Failure`.
+        """
+        outcome = _Outcome()
+        try:
+            if turn.stream is None:
+                outcome.blocked = True
+            else:
+                async for delta in self._generate(turn, turn.stream, outcome):
+                    yield Delta(delta)
+            if outcome.blocked:
+                outcome.finish_reason = "content_filter"
+                yield Delta(self._settings.refusal_text)
+            outcome.incomplete = False
+            await self._persist(turn, outcome)
+            yield Finish(
+                finish_reason=outcome.finish_reason or "stop",
+                moderation={"input": turn.input_label, "output": outcome.output_label},
+                sources=outcome.sources,
+                usage=outcome.usage,
+            )
+        except FrontDoorError as exc:
+            turn.metrics.add("Errors", "Count", 1)
+            get_logger().warning("turn failed", extra={"code": exc.code, "error": exc.message})
+            if not outcome.persisted:
+                outcome.incomplete = True
+                outcome.finish_reason = "error"
+                await self._persist_quietly(turn, outcome)
+            yield Failure(exc)
+        finally:
+            with anyio.CancelScope(shield=True):
+                if turn.stream is not None:
+                    await turn.stream.aclose()
+                if not outcome.persisted:  # the client went away mid-stream
+                    outcome.incomplete = True
+                    await self._persist_quietly(turn, outcome)
+                turn.metrics.add("TokensOut", "Count", len(outcome.text))
+                turn.metrics.flush()
+
+    async def _generate(
+        self, turn: Turn, stream: ContainerStream, outcome: _Outcome
+    ) -> AsyncIterator[str]:
+        window = OutputWindow(
+            every_tokens=self._settings.moderation_every_tokens,
+            min_tokens=self._settings.moderation_min_tokens,
+            window_chars=self._settings.moderation_window_chars,
+        )
+        async for item in stream:
+            texts: list[str] = []
+            if isinstance(token := item.get("token"), dict):
+                texts = [str(token.get("text") or "")]
+            elif "generated_text" in item:
+                details = item.get("details") if isinstance(item.get("details"), dict) else {}
+                assert isinstance(details, dict)
+                self._record_final(details, outcome)
+                if not outcome.text and item.get("generated_text"):
+                    texts = [str(item["generated_text"])]  # a container that did not stream
+            elif "error" in item:
+                error = item["error"] if isinstance(item["error"], dict) else {}
+                raise StreamInterruptedError(
+                    f"The model failed mid-stream ({error.get('type', 'error')})."
+                )
+            for text in texts:
+                if not text:
+                    continue
+                if window.add(text):
+                    verdict = await self._moderator.classify(window.window())
+                    turn.metrics.add("ModerationChecks", "Count", 1)
+                    outcome.output_label = verdict.label
+                    if verdict.blocked:
+                        outcome.blocked = True
+                        turn.metrics.add("OutputModerationBlocked", "Count", 1)
+                        return
+                if not outcome.text:
+                    ttft_ms = (time.perf_counter() - turn.started) * 1000
+                    turn.metrics.add("TimeToFirstToken", "Milliseconds", ttft_ms)
+                outcome.text.append(text)
+                yield text
+        if outcome.text:
+            verdict = await self._moderator.classify("".join(outcome.text))
+            turn.metrics.add("ModerationChecks", "Count", 1)
+            outcome.output_label = verdict.label
+            if verdict.blocked:
+                outcome.blocked = True
+                turn.metrics.add("OutputModerationBlocked", "Count", 1)
+
+    @staticmethod
+    def _record_final(details: dict[str, Any], outcome: _Outcome) -> None:
+        reason = str(details.get("finish_reason") or "stop")
+        outcome.finish_reason = _FINISH_REASONS.get(reason, reason)
+        sources = details.get("sources")
+        if isinstance(sources, list):
+            outcome.sources = [source for source in sources if isinstance(source, dict)]
+        prompt = int(details.get("prompt_tokens") or 0)
+        generated = int(details.get("generated_tokens") or 0)
+        outcome.usage = {
+            "prompt_tokens": prompt,
+            "completion_tokens": generated,
+            "total_tokens": prompt + generated,
+        }
+
+    def _turn_messages(self, turn: Turn, outcome: _Outcome) -> list[NewMessage]:
+        blocked_input = turn.input_blocked
+        messages = [
+            NewMessage(
+                role=m.container_role(),
+                content=REDACTED_INPUT if blocked_input else m.text(),
+                moderation=turn.input_label if m.role == "user" else None,
+                blocked=blocked_input,
+            )
+            for m in turn.request.messages
+        ]
+        reply = self._settings.refusal_text if outcome.blocked else "".join(outcome.text)
+        messages.append(
+            NewMessage(
+                role="assistant",
+                content=reply,
+                finish_reason=outcome.finish_reason,
+                moderation=turn.input_label if blocked_input else outcome.output_label,
+                sources=outcome.sources,
+                incomplete=outcome.incomplete,
+                blocked=blocked_input,
+            )
+        )
+        return messages
+
+    async def _persist(self, turn: Turn, outcome: _Outcome) -> None:
+        outcome.persisted = True  # one attempt only, whatever happens
+        messages = self._turn_messages(turn, outcome)
+        await anyio.to_thread.run_sync(
+            lambda: self._store.append_turn(
+                turn.session_id,
+                turn.principal,
+                messages,
+                expected_count=turn.expected_count,
+                title=turn.title,
+            ),
+            limiter=self._limiter,
+        )
+
+    async def _persist_quietly(self, turn: Turn, outcome: _Outcome) -> None:
+        try:
+            await self._persist(turn, outcome)
+        except FrontDoorError as exc:
+            get_logger().error("could not store the turn", extra={"code": exc.code})
