@@ -1,0 +1,254 @@
+"""Per-environment settings from cdk.json context, as frozen pydantic models validated at synth."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from stacks.instance_catalog import GpuInstanceType, UnknownInstanceTypeError
+
+__all__ = [
+    "ENVIRONMENTS_CONTEXT_KEY",
+    "MODERATION_LABELS",
+    "BaseImageConfig",
+    "ConfigError",
+    "EndpointSettings",
+    "EnvironmentConfig",
+    "FrontDoorConfig",
+    "ModelSettings",
+    "ScalingSettings",
+    "load_environment",
+]
+
+ENVIRONMENTS_CONTEXT_KEY = "chatbot:environments"
+
+MODERATION_LABELS = (
+    "casual",
+    "possibly needs caution",
+    "probably needs caution",
+    "needs caution",
+    "needs intervention",
+)
+ModerationLabel = Literal[
+    "casual",
+    "possibly needs caution",
+    "probably needs caution",
+    "needs caution",
+    "needs intervention",
+]
+
+BYTES_PER_PARAMETER = {"float16": 2, "bfloat16": 2, "float32": 4}
+# Weights may take at most this share of the GPU memory they are sharded over; the rest is
+# KV cache and activations.
+MAX_WEIGHT_SHARE_OF_GPU_MEMORY = 0.9
+
+# CloudWatch Logs accepts only these retention periods.
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827)
+
+TimeoutSeconds = Annotated[int, Field(ge=60, le=3600)]
+
+
+class ConfigError(ValueError):
+    """An environment's settings are missing or invalid; the message names environment and field."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class BaseImageConfig(_Frozen):
+    """Base image of the inference container, passed to its Dockerfile as ``BASE_IMAGE``.
+
+    Either ``uri`` pins an image, or ``framework``/``version`` name an AWS Deep Learning
+    Container that the ``sagemaker`` SDK's image-URI catalog resolves for the region.
+    """
+
+    framework: Literal["vllm", "djl-lmi"] | None = None
+    version: str | None = None
+    uri: str | None = None
+    # Region used to look the DLC up for an environment-agnostic (no region) environment.
+    lookup_region: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> BaseImageConfig:
+        if (self.uri is None) == (self.framework is None or self.version is None):
+            raise ValueError("set either uri, or framework and version (not both)")
+        return self
+
+
+class ModelSettings(_Frozen):
+    """Which weights an endpoint serves and the engine settings for them."""
+
+    hf_repo_id: Annotated[str, Field(pattern=r"^[\w.-]+/[\w.-]+$")]
+    weights_name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.-]{0,62}$")]
+    parameters_billion: Annotated[float, Field(gt=0)]
+    dtype: Literal["float16", "bfloat16", "float32"]
+    max_model_len: Annotated[int, Field(ge=256, le=1_048_576)]
+    gpu_memory_utilization: Annotated[float, Field(gt=0.1, le=0.98)]
+    enable_prefix_caching: bool
+    max_new_tokens_cap: Annotated[int, Field(ge=1)]
+
+    @property
+    def weights_gb(self) -> float:
+        """Size of the weights in GB at ``dtype``."""
+        return self.parameters_billion * BYTES_PER_PARAMETER[self.dtype]
+
+
+class ScalingSettings(_Frozen):
+    """Target-tracking autoscaling on concurrent requests per model copy."""
+
+    min_instances: Annotated[int, Field(ge=1)]
+    max_instances: Annotated[int, Field(ge=1)]
+    target_concurrent_requests: Annotated[float, Field(gt=0)]
+    scale_in_cooldown_s: Annotated[int, Field(ge=0, le=3600)]
+    scale_out_cooldown_s: Annotated[int, Field(ge=0, le=3600)]
+
+
+class EndpointSettings(_Frozen):
+    """One SageMaker endpoint: model, instance, timeouts, scaling and alarm thresholds."""
+
+    model: ModelSettings
+    instance_type: str
+    tensor_parallel_degree: Annotated[int, Field(ge=1)]
+    initial_instance_count: Annotated[int, Field(ge=1)]
+    container_startup_health_check_timeout_s: TimeoutSeconds
+    model_data_download_timeout_s: TimeoutSeconds
+    volume_size_gb: Annotated[int, Field(ge=1, le=512)] | None = None
+    scaling: ScalingSettings | None = None
+    latency_alarm_p90_ms: Annotated[int, Field(ge=1)]
+    error_alarm_5xx_per_5min: Annotated[int, Field(ge=1)]
+
+    @property
+    def instance(self) -> GpuInstanceType:
+        """The validated instance type."""
+        return GpuInstanceType.parse(self.instance_type)
+
+    @model_validator(mode="after")
+    def _fits_instance(self) -> EndpointSettings:
+        try:
+            instance = GpuInstanceType.parse(self.instance_type)
+        except UnknownInstanceTypeError as error:
+            raise ValueError(f"instance_type: {error}") from None
+        tp = self.tensor_parallel_degree
+        if tp > instance.gpu_count or instance.gpu_count % tp:
+            raise ValueError(
+                f"tensor_parallel_degree: {tp} must divide and not exceed the "
+                f"{instance.gpu_count} GPU(s) of {instance.name}"
+            )
+        if self.volume_size_gb is not None and instance.nvme_backed:
+            raise ValueError(
+                f"volume_size_gb: {instance.name} is NVMe-backed ({instance.family}); "
+                "SageMaker rejects VolumeSizeInGB there, remove it"
+            )
+        budget_gb = MAX_WEIGHT_SHARE_OF_GPU_MEMORY * tp * instance.gpu_memory_gb
+        if self.model.weights_gb > budget_gb:
+            raise ValueError(
+                f"model.parameters_billion: {self.model.parameters_billion}B parameters in "
+                f"{self.model.dtype} need {self.model.weights_gb:.1f} GB, more than "
+                f"{MAX_WEIGHT_SHARE_OF_GPU_MEMORY:.0%} of the {tp * instance.gpu_memory_gb} GB "
+                f"of GPU memory on {tp} GPU(s) of {instance.name} ({budget_gb:.1f} GB)"
+            )
+        if self.scaling is not None:
+            low, high = self.scaling.min_instances, self.scaling.max_instances
+            if not low <= self.initial_instance_count <= high:
+                raise ValueError(
+                    f"initial_instance_count: need scaling.min_instances ({low}) <= "
+                    f"initial_instance_count ({self.initial_instance_count}) <= "
+                    f"scaling.max_instances ({high})"
+                )
+        return self
+
+
+class FrontDoorConfig(_Frozen):
+    """The Lambda front door and its REST API."""
+
+    auth: Literal["iam", "cognito"]
+    reserved_concurrency: Annotated[int, Field(ge=1, le=1000)]
+    memory_mb: Annotated[int, Field(ge=128, le=10240)]
+    throttle_rate_limit: Annotated[float, Field(gt=0)]
+    throttle_burst_limit: Annotated[int, Field(ge=1)]
+    session_ttl_days: Annotated[int, Field(ge=1, le=3650)]
+    blocked_labels: tuple[ModerationLabel, ...]
+    refusal_text: Annotated[str, Field(min_length=1)]
+    log_retention_days: int
+
+    @model_validator(mode="after")
+    def _retention_allowed(self) -> FrontDoorConfig:
+        if self.log_retention_days not in LOG_RETENTION_DAYS:
+            raise ValueError(
+                f"log_retention_days: {self.log_retention_days} is not a CloudWatch Logs "
+                f"retention period ({', '.join(map(str, LOG_RETENTION_DAYS))})"
+            )
+        return self
+
+
+class EnvironmentConfig(_Frozen):
+    """Everything one environment (one CDK Stage) needs."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,9}$")]
+    account: Annotated[str, Field(pattern=r"^\d{12}$")] | None = None
+    region: Annotated[str, Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")] | None = None
+    # RETAIN + deletion protection on stateful resources, termination protection on stacks.
+    protect_data: bool
+    base_image: BaseImageConfig
+    chat: EndpointSettings
+    moderation: EndpointSettings
+    front_door: FrontDoorConfig
+
+    @model_validator(mode="after")
+    def _account_and_region_together(self) -> EnvironmentConfig:
+        if (self.account is None) != (self.region is None):
+            raise ValueError("account/region: set both (a deployable environment) or neither")
+        return self
+
+    @property
+    def endpoint_names(self) -> dict[str, str]:
+        """Endpoint name per role, as the interface contract fixes them."""
+        return {role: f"chatbot-{self.name}-{role}" for role in ("chat", "moderation")}
+
+
+def _field_path(location: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in location) or "(root)"
+
+
+def load_environment(context: Mapping[str, Any], name: str) -> EnvironmentConfig:
+    """Load and validate environment ``name`` from the app's context.
+
+    Parameters
+    ----------
+    context:
+        Context values; ``context["chatbot:environments"]`` maps environment names to settings.
+    name:
+        The environment to load, as given with ``-c env=<name>``.
+
+    Returns
+    -------
+    EnvironmentConfig
+        The frozen, validated settings.
+
+    Raises
+    ------
+    ConfigError
+        If the environment is unknown (the message lists the known ones) or a field is invalid
+        (the message names the environment and the field).
+    """
+    environments = context.get(ENVIRONMENTS_CONTEXT_KEY)
+    if not isinstance(environments, Mapping) or not environments:
+        raise ConfigError(f"context {ENVIRONMENTS_CONTEXT_KEY!r} is missing or empty (cdk.json)")
+    if name not in environments:
+        known = ", ".join(sorted(environments))
+        raise ConfigError(f"unknown environment {name!r}; known environments: {known}")
+    raw = environments[name]
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"environment {name!r}: settings must be an object")
+    try:
+        return EnvironmentConfig.model_validate({**raw, "name": name})
+    except ValidationError as error:
+        lines = []
+        for detail in error.errors(include_url=False):
+            message = re.sub(r"^(Value|Assertion) error, ", "", detail["msg"])
+            lines.append(f"environment {name!r}: {_field_path(detail['loc'])}: {message}")
+        raise ConfigError("\n".join(lines)) from None

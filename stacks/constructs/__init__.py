@@ -1,0 +1,9 @@
+"""Constructs of the chatbot: each capability in its own module."""
+
+__all__ = [
+    "front_door_api",
+    "llm_endpoint",
+    "model_artifact",
+    "model_assets_bucket",
+    "session_table",
+]

@@ -1,0 +1,289 @@
+"""Front door: the FastAPI Lambda (container image, Web Adapter) behind a streaming REST API."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Validations
+from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_cognito as cognito
+from aws_cdk import aws_ecr_assets as ecr_assets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from stacks.config import FrontDoorConfig
+from stacks.constructs.llm_endpoint import LlmEndpoint
+from stacks.constructs.session_table import OWNER_INDEX_NAME, SessionTable
+
+__all__ = [
+    "LAMBDA_ARCHITECTURE",
+    "LAMBDA_TIMEOUT",
+    "STREAM_INTEGRATION_TIMEOUT",
+    "FrontDoorApi",
+]
+
+# Named so that they cannot drift between environments.
+LAMBDA_ARCHITECTURE = lambda_.Architecture.ARM_64
+LAMBDA_TIMEOUT = Duration.minutes(15)
+STREAM_INTEGRATION_TIMEOUT = Duration.minutes(15)
+LAMBDA_LOGGING_FORMAT = lambda_.LoggingFormat.JSON
+STAGE_NAME = "api"
+
+_RETENTION = {
+    1: logs.RetentionDays.ONE_DAY,
+    3: logs.RetentionDays.THREE_DAYS,
+    5: logs.RetentionDays.FIVE_DAYS,
+    7: logs.RetentionDays.ONE_WEEK,
+    14: logs.RetentionDays.TWO_WEEKS,
+    30: logs.RetentionDays.ONE_MONTH,
+    60: logs.RetentionDays.TWO_MONTHS,
+    90: logs.RetentionDays.THREE_MONTHS,
+    120: logs.RetentionDays.FOUR_MONTHS,
+    150: logs.RetentionDays.FIVE_MONTHS,
+    180: logs.RetentionDays.SIX_MONTHS,
+    365: logs.RetentionDays.ONE_YEAR,
+    400: logs.RetentionDays.THIRTEEN_MONTHS,
+    545: logs.RetentionDays.EIGHTEEN_MONTHS,
+    731: logs.RetentionDays.TWO_YEARS,
+    1096: logs.RetentionDays.THREE_YEARS,
+    1827: logs.RetentionDays.FIVE_YEARS,
+}
+
+_IAM_AUTH_REASON = (
+    "Every method requires IAM (SigV4) authorization; callers are IAM principals, not Cognito "
+    "users, in this environment."
+)
+
+
+class FrontDoorApi(Construct):
+    """The front-door function and its REST API.
+
+    Parameters
+    ----------
+    scope, construct_id:
+        Construct scope and id.
+    env_name:
+        Environment name, used in resource descriptions.
+    settings:
+        Validated front-door settings (auth mode, concurrency, throttling, moderation policy).
+    code_dir:
+        The ``lambda/`` directory; its Dockerfile is built (arm64) at deploy time.
+    chat, moderation:
+        The endpoints the function may invoke.
+    sessions:
+        The session table the function may use.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        env_name: str,
+        settings: FrontDoorConfig,
+        code_dir: Path,
+        chat: LlmEndpoint,
+        moderation: LlmEndpoint,
+        sessions: SessionTable,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        removal_policy = RemovalPolicy.DESTROY
+        self.log_group = logs.LogGroup(
+            self,
+            "FunctionLogs",
+            retention=_RETENTION[settings.log_retention_days],
+            removal_policy=removal_policy,
+        )
+        self.role = iam.Role(
+            self,
+            "FunctionRole",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"Front-door function of chatbot-{env_name}",
+        )
+        # Explicit instead of AWSLambdaBasicExecutionRole: writes to its own log group only.
+        self.log_group.grant_write(self.role)
+        self.function = lambda_.DockerImageFunction(
+            self,
+            "Function",
+            description=f"chatbot-{env_name} front door (FastAPI under the Lambda Web Adapter)",
+            code=lambda_.DockerImageCode.from_image_asset(
+                str(code_dir),
+                platform=ecr_assets.Platform.LINUX_ARM64,
+                exclude=["**/__pycache__", "**/*.pyc", ".pytest_cache"],
+            ),
+            architecture=LAMBDA_ARCHITECTURE,
+            timeout=LAMBDA_TIMEOUT,
+            memory_size=settings.memory_mb,
+            reserved_concurrent_executions=settings.reserved_concurrency,
+            role=self.role,
+            log_group=self.log_group,
+            logging_format=LAMBDA_LOGGING_FORMAT,
+            environment=self._environment(settings, chat, moderation, sessions),
+        )
+        chat.grant_invoke(self.function)
+        moderation.grant_invoke(self.function)
+        sessions.grant_session_access(self.function)
+
+        self.access_logs = logs.LogGroup(
+            self,
+            "AccessLogs",
+            retention=_RETENTION[settings.log_retention_days],
+            removal_policy=removal_policy,
+        )
+        self.api = apigw.RestApi(
+            self,
+            "Api",
+            rest_api_name=f"chatbot-{env_name}",
+            description=f"chatbot-{env_name}: OpenAI-compatible chat API with sessions",
+            endpoint_types=[apigw.EndpointType.REGIONAL],
+            cloud_watch_role=True,
+            cloud_watch_role_removal_policy=removal_policy,
+            deploy_options=apigw.StageOptions(
+                stage_name=STAGE_NAME,
+                throttling_rate_limit=settings.throttle_rate_limit,
+                throttling_burst_limit=settings.throttle_burst_limit,
+                logging_level=apigw.MethodLoggingLevel.ERROR,
+                access_log_destination=apigw.LogGroupLogDestination(self.access_logs),
+                access_log_format=apigw.AccessLogFormat.json_with_standard_fields(
+                    caller=True,
+                    http_method=True,
+                    ip=True,
+                    protocol=True,
+                    request_time=True,
+                    resource_path=True,
+                    response_length=True,
+                    status=True,
+                    user=True,
+                ),
+                tracing_enabled=True,
+            ),
+        )
+        self.user_pool: cognito.UserPool | None = None
+        method_options = self._method_options(settings)
+        self._add_routes(method_options)
+        self._acknowledge_api(settings)
+
+    @staticmethod
+    def _environment(
+        settings: FrontDoorConfig,
+        chat: LlmEndpoint,
+        moderation: LlmEndpoint,
+        sessions: SessionTable,
+    ) -> dict[str, str]:
+        return {
+            "CHATBOT_MODE": "aws",
+            "CHATBOT_CHAT_ENDPOINT": chat.endpoint_name,
+            "CHATBOT_MODERATION_ENDPOINT": moderation.endpoint_name,
+            "CHATBOT_SESSION_TABLE": sessions.table.table_name,
+            "CHATBOT_SESSION_OWNER_INDEX": OWNER_INDEX_NAME,
+            "CHATBOT_SESSION_TTL_DAYS": str(settings.session_ttl_days),
+            "CHATBOT_BLOCKED_LABELS": json.dumps(list(settings.blocked_labels)),
+            "CHATBOT_REFUSAL_TEXT": settings.refusal_text,
+            "CHATBOT_AUTH_MODE": settings.auth,
+            "AWS_LWA_INVOKE_MODE": "response_stream",
+            "AWS_LWA_PORT": "8080",
+            "AWS_LWA_READINESS_CHECK_PATH": "/healthz",
+            "POWERTOOLS_SERVICE_NAME": "chatbot-front-door",
+            "POWERTOOLS_METRICS_NAMESPACE": "Chatbot",
+        }
+
+    def _method_options(self, settings: FrontDoorConfig) -> apigw.MethodOptions:
+        if settings.auth == "iam":
+            return apigw.MethodOptions(authorization_type=apigw.AuthorizationType.IAM)
+        self.user_pool = cognito.UserPool(
+            self,
+            "UserPool",
+            self_sign_up_enabled=False,
+            sign_in_aliases=cognito.SignInAliases(email=True),
+            password_policy=cognito.PasswordPolicy(
+                min_length=12,
+                require_digits=True,
+                require_lowercase=True,
+                require_uppercase=True,
+                require_symbols=True,
+            ),
+            mfa=cognito.Mfa.REQUIRED,
+            mfa_second_factor=cognito.MfaSecondFactor(otp=True, sms=False),
+            feature_plan=cognito.FeaturePlan.PLUS,
+            standard_threat_protection_mode=cognito.StandardThreatProtectionMode.FULL_FUNCTION,
+            account_recovery=cognito.AccountRecovery.EMAIL_ONLY,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        self.user_pool_client = self.user_pool.add_client(
+            "ApiClient",
+            auth_flows=cognito.AuthFlow(user_srp=True),
+            prevent_user_existence_errors=True,
+        )
+        authorizer = apigw.CognitoUserPoolsAuthorizer(
+            self, "Authorizer", cognito_user_pools=[self.user_pool]
+        )
+        return apigw.MethodOptions(
+            authorization_type=apigw.AuthorizationType.COGNITO, authorizer=authorizer
+        )
+
+    def _add_routes(self, options: apigw.MethodOptions) -> None:
+        streaming = apigw.LambdaIntegration(
+            self.function,
+            response_transfer_mode=apigw.ResponseTransferMode.STREAM,
+            timeout=STREAM_INTEGRATION_TIMEOUT,
+        )
+        buffered = apigw.LambdaIntegration(self.function)
+        validator = self.api.add_request_validator(
+            "ValidateRequests", validate_request_body=True, validate_request_parameters=True
+        )
+
+        def route(
+            resource: apigw.IResource,
+            verb: str,
+            integration: apigw.Integration,
+            parameters: dict[str, bool] | None = None,
+        ) -> apigw.Method:
+            return resource.add_method(
+                verb,
+                integration,
+                authorization_type=options.authorization_type,
+                authorizer=options.authorizer,
+                request_validator=validator,
+                request_parameters=parameters,
+            )
+
+        v1 = self.api.root.add_resource("v1")
+        completions = v1.add_resource("chat").add_resource("completions")
+        sessions = v1.add_resource("sessions")
+        session = sessions.add_resource("{id}")
+        session_id = {"method.request.path.id": True}
+        self.methods = [
+            route(completions, "POST", streaming),
+            route(sessions, "GET", buffered),
+            route(session, "GET", buffered, session_id),
+            route(session, "DELETE", buffered, session_id),
+            route(self.api.root.add_resource("healthz"), "GET", buffered),
+        ]
+
+    def _acknowledge_api(self, settings: FrontDoorConfig) -> None:
+        Validations.of(self.api.deployment_stage).acknowledge(
+            Acknowledgment(
+                id="AwsSolutions-APIG3",
+                reason="Every method requires IAM or Cognito authorization and the stage "
+                "throttles per environment; a WAF web ACL is attached by the account's "
+                "firewall policy where the organisation runs one.",
+            )
+        )
+        cloud_watch_role = self.api.node.find_child("CloudWatchRole")
+        Validations.of(cloud_watch_role).acknowledge(
+            Acknowledgment(
+                id="AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+                "AmazonAPIGatewayPushToCloudWatchLogs]",
+                reason="The account-level API Gateway logging role needs exactly the logs "
+                "actions of this AWS managed policy; only apigateway.amazonaws.com can "
+                "assume it.",
+            )
+        )
+        if settings.auth == "iam":
+            for method in self.methods:
+                Validations.of(method).acknowledge(
+                    Acknowledgment(id="AwsSolutions-COG4", reason=_IAM_AUTH_REASON)
+                )

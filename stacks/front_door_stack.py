@@ -1,0 +1,76 @@
+"""Front-door stack: the Lambda front door and its REST API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from aws_cdk import CfnOutput, Stack
+from constructs import Construct
+
+from stacks.config import FrontDoorConfig
+from stacks.constructs.front_door_api import FrontDoorApi
+from stacks.constructs.llm_endpoint import LlmEndpoint
+from stacks.constructs.session_table import SessionTable
+
+__all__ = ["FrontDoorStack"]
+
+
+class FrontDoorStack(Stack):
+    """Public entry point: REST API, streaming Lambda integration, auth and throttling.
+
+    Parameters
+    ----------
+    scope, construct_id:
+        Construct scope and id.
+    env_name:
+        Environment name.
+    settings:
+        Validated front-door settings.
+    code_dir:
+        The ``lambda/`` build context.
+    chat, moderation:
+        Endpoints of the inference stack.
+    sessions:
+        Session table of the stateful stack.
+    termination_protection:
+        Protect the stack from deletion.
+    **stack_kwargs:
+        Passed to :class:`aws_cdk.Stack`.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        env_name: str,
+        settings: FrontDoorConfig,
+        code_dir: Path,
+        chat: LlmEndpoint,
+        moderation: LlmEndpoint,
+        sessions: SessionTable,
+        termination_protection: bool,
+        **stack_kwargs: Any,
+    ) -> None:
+        super().__init__(
+            scope, construct_id, termination_protection=termination_protection, **stack_kwargs
+        )
+        self.front_door = FrontDoorApi(
+            self,
+            "FrontDoor",
+            env_name=env_name,
+            settings=settings,
+            code_dir=code_dir,
+            chat=chat,
+            moderation=moderation,
+            sessions=sessions,
+        )
+        CfnOutput(self, "ApiUrl", value=self.front_door.api.url)
+        if self.front_door.user_pool is not None:
+            CfnOutput(self, "UserPoolId", value=self.front_door.user_pool.user_pool_id)
+            CfnOutput(
+                self,
+                "UserPoolClientId",
+                value=self.front_door.user_pool_client.user_pool_client_id,
+            )

@@ -1,0 +1,109 @@
+"""One CDK Stage per environment: stateful, inference and front-door stacks wired together."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from aws_cdk import Environment, Stage
+from constructs import Construct
+
+from stacks.base_image import resolve_base_image
+from stacks.config import EnvironmentConfig
+from stacks.front_door_stack import FrontDoorStack
+from stacks.inference_stack import InferenceStack
+from stacks.stateful_stack import StatefulStack
+
+__all__ = ["ChatbotStage", "SourcePaths"]
+
+
+@dataclass(frozen=True, slots=True)
+class SourcePaths:
+    """Where the stage finds what it packages.
+
+    Attributes
+    ----------
+    container_dir:
+        ``container/`` (inference image build context).
+    lambda_dir:
+        ``lambda/`` (front-door image build context).
+    artifacts_dir:
+        ``model_artifacts/`` with one folder per role.
+    artifact_build_dir:
+        Scratch directory for the deterministic model archives.
+    """
+
+    container_dir: Path
+    lambda_dir: Path
+    artifacts_dir: Path
+    artifact_build_dir: Path
+
+    @classmethod
+    def from_repository(cls, root: Path) -> SourcePaths:
+        """The standard layout of this repository under ``root``."""
+        return cls(
+            container_dir=root / "container",
+            lambda_dir=root / "lambda",
+            artifacts_dir=root / "model_artifacts",
+            artifact_build_dir=root / ".cache" / "model-artifacts",
+        )
+
+
+class ChatbotStage(Stage):
+    """The whole chatbot for one environment.
+
+    Parameters
+    ----------
+    scope:
+        The app.
+    config:
+        The environment's validated settings; the stage is named ``chatbot-<name>``.
+    sources:
+        Paths of the build contexts and artifacts.
+    """
+
+    def __init__(
+        self, scope: Construct, *, config: EnvironmentConfig, sources: SourcePaths
+    ) -> None:
+        env = (
+            Environment(account=config.account, region=config.region)
+            if config.account is not None
+            else None
+        )
+        super().__init__(scope, f"chatbot-{config.name}", env=env)
+        self.config = config
+        self.stateful = StatefulStack(
+            self,
+            "Stateful",
+            env_name=config.name,
+            protect_data=config.protect_data,
+            description=f"chatbot {config.name}: session table and model-assets bucket",
+        )
+        self.inference = InferenceStack(
+            self,
+            "Inference",
+            container_dir=sources.container_dir,
+            base_image=resolve_base_image(config.base_image, config.region),
+            artifacts_dir=sources.artifacts_dir,
+            artifact_build_dir=sources.artifact_build_dir,
+            endpoint_names=config.endpoint_names,
+            chat=config.chat,
+            moderation=config.moderation,
+            assets_bucket=self.stateful.model_assets,
+            termination_protection=config.protect_data,
+            description=f"chatbot {config.name}: SageMaker chat and moderation endpoints",
+        )
+        self.front_door = FrontDoorStack(
+            self,
+            "FrontDoor",
+            env_name=config.name,
+            settings=config.front_door,
+            code_dir=sources.lambda_dir,
+            chat=self.inference.chat,
+            moderation=self.inference.moderation,
+            sessions=self.stateful.sessions,
+            termination_protection=config.protect_data,
+            description=f"chatbot {config.name}: streaming REST API and front-door Lambda",
+        )
+        # The endpoints read weights from the bucket by name, which CloudFormation cannot see.
+        self.inference.add_stack_dependency(self.stateful)

@@ -1,0 +1,44 @@
+"""Stateful stack: session table and model-assets bucket, protected in production."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import Stack
+from constructs import Construct
+
+from stacks.constructs.model_assets_bucket import ModelAssetsBucket
+from stacks.constructs.session_table import SessionTable
+
+__all__ = ["StatefulStack"]
+
+
+class StatefulStack(Stack):
+    """Data that outlives deployments: sessions and model assets.
+
+    Parameters
+    ----------
+    scope, construct_id:
+        Construct scope and id.
+    env_name:
+        Environment name, part of the bucket name.
+    protect_data:
+        RETAIN + deletion protection on the resources, termination protection on the stack.
+    **stack_kwargs:
+        Passed to :class:`aws_cdk.Stack` (``env``, ``description``, ...).
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        env_name: str,
+        protect_data: bool,
+        **stack_kwargs: Any,
+    ) -> None:
+        super().__init__(scope, construct_id, termination_protection=protect_data, **stack_kwargs)
+        self.sessions = SessionTable(self, "Sessions", protect_data=protect_data)
+        self.model_assets = ModelAssetsBucket(
+            self, "ModelAssets", env_name=env_name, protect_data=protect_data
+        )
