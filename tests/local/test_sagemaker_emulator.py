@@ -463,3 +463,17 @@ def test_command_line(serve_app: Any, container: ContainerStub) -> None:
         finally:
             process.terminate()
             process.wait(timeout=10)
+
+
+def test_unreachable_container_is_service_unavailable(serve_app: Any) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    settings = EmulatorSettings(endpoints={CHAT: f"http://127.0.0.1:{closed_port}"})
+    with serve_app(build_app(settings)) as url:
+        client = runtime_client(url, attempts=1)
+        for call in (client.invoke_endpoint, client.invoke_endpoint_with_response_stream):
+            with pytest.raises(ClientError) as raised:
+                call(EndpointName=CHAT, Body=b"{}")
+            assert raised.value.response["Error"]["Code"] == "ServiceUnavailable"
+            assert raised.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
