@@ -1,4 +1,5 @@
 """Shared fixtures: moto DynamoDB server, the session table, and uvicorn servers on free ports."""
+# mypy: disable-error-code="import-untyped"
 
 from __future__ import annotations
 
@@ -83,8 +84,12 @@ def _atomic_moto_server(port: int) -> Any:
     transactions are not atomic (lost updates); DynamoDB's are. Serializing requests gives
     the guarantee the session store relies on, which the concurrency tests then exercise.
     """
-    from moto.moto_server.threaded_moto_server import MotoRequestHandler
-    from moto.server import DomainDispatcherApplication, ThreadedMotoServer, create_backend_app
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from moto.server import ThreadedMotoServer
     from werkzeug.serving import make_server
 
     lock = threading.Lock()
@@ -95,7 +100,7 @@ def _atomic_moto_server(port: int) -> Any:
 
     app = DomainDispatcherApplication(create_backend_app)
 
-    class AtomicMotoServer(ThreadedMotoServer):  # type: ignore[misc]
+    class AtomicMotoServer(ThreadedMotoServer):
         def _server_entry(self) -> None:
             self._server = make_server(
                 "127.0.0.1", port, serialized, threaded=True, request_handler=MotoRequestHandler

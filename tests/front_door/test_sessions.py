@@ -1,4 +1,4 @@
-"""SessionStore against a moto DynamoDB server: conditional appends, windows, TTL, delete, owners."""
+"""SessionStore on a moto DynamoDB server: conditional appends, windows, TTL, delete, owners."""
 
 from __future__ import annotations
 
