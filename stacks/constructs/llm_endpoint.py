@@ -90,7 +90,9 @@ class LlmEndpoint(Construct):
             ),
         )
         # SageMaker checks image and artifact access on CreateModel: policies first.
-        self.cfn_model.node.add_dependency(self.role)
+        default_policy = self.role.node.try_find_child("DefaultPolicy")
+        if default_policy is not None:
+            self.cfn_model.node.add_dependency(default_policy)
 
         instance = settings.instance
         self.cfn_endpoint_config = sagemaker.CfnEndpointConfig(

@@ -31,6 +31,9 @@ class ModelAssetsBucket(Construct):
         self, scope: Construct, construct_id: str, *, env_name: str, protect_data: bool
     ) -> None:
         super().__init__(scope, construct_id)
+        # Log delivery through a bucket policy, not the legacy LogDeliveryWrite ACL, whatever
+        # the app's feature flags say.
+        self.node.set_context("@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy", True)
         # A predictable name: operators stage weights into it by name, and endpoint roles in
         # other stacks of the same account and region scope their grants to it without a
         # cross-stack export (a bucket holding weights is never meant to be replaced).
@@ -50,7 +53,7 @@ class ModelAssetsBucket(Construct):
             encryption=s3.BucketEncryption.S3_MANAGED,
             enforce_ssl=True,
             block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_PREFERRED,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
             lifecycle_rules=[s3.LifecycleRule(expiration=Duration.days(365))],
             removal_policy=removal_policy,
         )

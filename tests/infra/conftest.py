@@ -1,0 +1,93 @@
+"""Shared infra fixtures: every environment synthesized once per session, masked templates."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Before aws_cdk is imported: jsii checks it when its runtime starts.
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# The CLI's context must not leak into tests run from a `cdk` shell.
+os.environ.pop("CDK_CONTEXT_JSON", None)
+os.environ.pop("CDK_OUTDIR", None)
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ENVIRONMENTS = ("dev", "staging", "prod")
+_HASH = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class Synthesized:
+    """One synth of all environments: templates by environment and stack id, plus the report."""
+
+    outdir: Path
+    templates: dict[str, dict[str, dict[str, Any]]]
+    template_files: dict[str, dict[str, Path]]
+    validation_report: dict[str, Any]
+
+
+def synthesize_all(outdir: Path, build_dir: Path) -> Synthesized:
+    """Synthesize dev, staging and prod in one app (one jsii synth) into ``outdir``."""
+    from app import build_app
+    from stacks.stage import SourcePaths
+
+    sources = SourcePaths.from_repository(REPO_ROOT)
+    sources = SourcePaths(
+        container_dir=sources.container_dir,
+        lambda_dir=sources.lambda_dir,
+        artifacts_dir=sources.artifacts_dir,
+        artifact_build_dir=build_dir,
+    )
+    build_app(env_names=ENVIRONMENTS, outdir=str(outdir), sources=sources).synth()
+    templates: dict[str, dict[str, dict[str, Any]]] = {}
+    files: dict[str, dict[str, Path]] = {}
+    for env in ENVIRONMENTS:
+        assembly = outdir / f"assembly-chatbot-{env}"
+        manifest = json.loads((assembly / "manifest.json").read_text())
+        templates[env], files[env] = {}, {}
+        for artifact in manifest["artifacts"].values():
+            if artifact["type"] != "aws:cloudformation:stack":
+                continue
+            stack_id = artifact["displayName"].split("/")[-1]
+            path = assembly / artifact["properties"]["templateFile"]
+            files[env][stack_id] = path
+            templates[env][stack_id] = json.loads(path.read_text())
+    report_path = outdir / "validation-report.json"
+    report = json.loads(report_path.read_text()) if report_path.exists() else {}
+    return Synthesized(outdir, templates, files, report)
+
+
+def mask_hashes(value: Any) -> Any:
+    """Replace every 64-hex asset hash (S3 keys, image tags, asset paths) with a placeholder."""
+    if isinstance(value, str):
+        return _HASH.sub("<ASSET-HASH>", value)
+    if isinstance(value, list):
+        return [mask_hashes(item) for item in value]
+    if isinstance(value, dict):
+        return {mask_hashes(key): mask_hashes(item) for key, item in value.items()}
+    return value
+
+
+@pytest.fixture(scope="session")
+def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """All environments, synthesized once for the whole session."""
+    base = tmp_path_factory.mktemp("synth-a")
+    return synthesize_all(base / "cdk.out", base / "build")
+
+
+@pytest.fixture(scope="session")
+def cdk_json_context() -> dict[str, Any]:
+    """The ``context`` of the repository's cdk.json."""
+    context: dict[str, Any] = json.loads((REPO_ROOT / "cdk.json").read_text())["context"]
+    return context

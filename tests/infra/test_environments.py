@@ -1,0 +1,147 @@
+"""Whole-environment checks on the shared synth: snapshot, cdk-nag, cfn-lint, determinism."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from cfnlint.api import ManualArgs, lint_file  # type: ignore[import-untyped]
+from syrupy.assertion import SnapshotAssertion
+from syrupy.extensions.json import JSONSnapshotExtension
+
+from tests.infra.conftest import ENVIRONMENTS, Synthesized, mask_hashes, synthesize_all
+
+STACKS = ("Stateful", "Inference", "FrontDoor")
+
+
+def _resources(template: dict[str, Any], type_name: str) -> dict[str, Any]:
+    return {k: v for k, v in template["Resources"].items() if v["Type"] == type_name}
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_snapshot(synthesized: Synthesized, snapshot: SnapshotAssertion, env: str) -> None:
+    masked = mask_hashes(synthesized.templates[env])
+    assert "<ASSET-HASH>" in json.dumps(masked)
+    assert masked == snapshot(extension_class=JSONSnapshotExtension)
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_every_stack_is_present(synthesized: Synthesized, env: str) -> None:
+    assert sorted(synthesized.templates[env]) == sorted(STACKS)
+
+
+def test_cdk_nag_reports_no_unacknowledged_finding(synthesized: Synthesized) -> None:
+    # Synth raises on any unacknowledged finding; the report must also carry none.
+    for plugin in synthesized.validation_report.get("pluginReports", []):
+        assert plugin["violations"] == [], plugin["pluginName"]
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_cfn_lint_has_no_errors(synthesized: Synthesized, env: str) -> None:
+    for stack, path in synthesized.template_files[env].items():
+        matches = lint_file(path, config=ManualArgs(regions=["us-east-1"]))
+        errors = [str(m) for m in matches if m.rule.id.startswith("E")]
+        assert errors == [], f"{env}/{stack}"
+
+
+def test_second_synth_is_byte_identical(
+    synthesized: Synthesized, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    base = tmp_path_factory.mktemp("synth-b")
+    again = synthesize_all(base / "cdk.out", base / "build")
+    for env in ENVIRONMENTS:
+        for stack, path in synthesized.template_files[env].items():
+            assert path.read_bytes() == again.template_files[env][stack].read_bytes(), stack
+    first = sorted(p.name for p in synthesized.outdir.glob("asset.*.tar.gz"))
+    second = sorted(p.name for p in again.outdir.glob("asset.*.tar.gz"))
+    assert first == second
+    assert len(first) == 2
+
+
+def test_endpoints_are_named_per_environment(synthesized: Synthesized) -> None:
+    for env in ENVIRONMENTS:
+        endpoints = _resources(synthesized.templates[env]["Inference"], "AWS::SageMaker::Endpoint")
+        names = sorted(e["Properties"]["EndpointName"] for e in endpoints.values())
+        assert names == [f"chatbot-{env}-chat", f"chatbot-{env}-moderation"]
+
+
+def test_dev_is_destroyable_and_env_agnostic(synthesized: Synthesized) -> None:
+    stateful = synthesized.templates["dev"]["Stateful"]
+    table = next(iter(_resources(stateful, "AWS::DynamoDB::Table").values()))
+    assert table["DeletionPolicy"] == "Delete"
+    assert table["Properties"]["DeletionProtectionEnabled"] is False
+    manifest = json.loads(
+        (synthesized.outdir / "assembly-chatbot-dev" / "manifest.json").read_text()
+    )
+    environments = {a["environment"] for a in manifest["artifacts"].values() if "environment" in a}
+    assert environments == {"aws://unknown-account/unknown-region"}
+
+
+@pytest.mark.parametrize("env", ["staging", "prod"])
+def test_staging_and_prod_protect_data(synthesized: Synthesized, env: str) -> None:
+    stateful = synthesized.templates[env]["Stateful"]
+    for type_name in ("AWS::DynamoDB::Table", "AWS::S3::Bucket", "AWS::KMS::Key"):
+        for resource in _resources(stateful, type_name).values():
+            assert resource["DeletionPolicy"] == "Retain", type_name
+    table = next(iter(_resources(stateful, "AWS::DynamoDB::Table").values()))
+    assert table["Properties"]["DeletionProtectionEnabled"] is True
+    manifest = json.loads(
+        (synthesized.outdir / f"assembly-chatbot-{env}" / "manifest.json").read_text()
+    )
+    stacks = [a for a in manifest["artifacts"].values() if a["type"] == "aws:cloudformation:stack"]
+    assert len(stacks) == 3
+    assert all(a["properties"]["terminationProtection"] is True for a in stacks)
+    assert all(a["environment"] == "aws://111111111111/us-east-1" for a in stacks)
+
+
+def test_prod_scales_chat_between_two_and_eight(synthesized: Synthesized) -> None:
+    inference = synthesized.templates["prod"]["Inference"]
+    targets = _resources(inference, "AWS::ApplicationAutoScaling::ScalableTarget")
+    chat = [t for t in targets.values() if "chatbot-prod-chat" in json.dumps(t)]
+    assert len(chat) == 1
+    assert (chat[0]["Properties"]["MinCapacity"], chat[0]["Properties"]["MaxCapacity"]) == (2, 8)
+    assert (
+        _resources(
+            synthesized.templates["dev"]["Inference"], "AWS::ApplicationAutoScaling::ScalableTarget"
+        )
+        == {}
+    )
+
+
+def test_chat_engine_settings_per_environment(synthesized: Synthesized) -> None:
+    def chat_model(env: str) -> Any:
+        models = _resources(synthesized.templates[env]["Inference"], "AWS::SageMaker::Model")
+        return next(m for k, m in models.items() if k.startswith("Chat"))["Properties"]
+
+    dev, prod = chat_model("dev"), chat_model("prod")
+    assert dev["PrimaryContainer"]["Environment"]["OPTION_TENSOR_PARALLEL_DEGREE"] == "1"
+    assert prod["PrimaryContainer"]["Environment"]["OPTION_TENSOR_PARALLEL_DEGREE"] == "4"
+    assert "redpajama-incite-chat-3b-v1" in json.dumps(dev["PrimaryContainer"]["Environment"])
+    assert "gpt-neoxt-chat-base-20b" in json.dumps(prod["PrimaryContainer"]["Environment"])
+    configs = _resources(
+        synthesized.templates["prod"]["Inference"], "AWS::SageMaker::EndpointConfig"
+    )
+    chat_config = next(c for k, c in configs.items() if k.startswith("Chat"))
+    variant = chat_config["Properties"]["ProductionVariants"][0]
+    assert variant["InstanceType"] == "ml.g5.12xlarge"
+    assert variant["ContainerStartupHealthCheckTimeoutInSeconds"] == 3600
+
+
+def test_inference_image_gets_the_regional_dlc_base_image(synthesized: Synthesized) -> None:
+    manifest = json.loads(
+        (synthesized.outdir / "assembly-chatbot-prod" / "manifest.json").read_text()
+    )
+    assets_files = [
+        synthesized.outdir / "assembly-chatbot-prod" / a["properties"]["file"]
+        for a in manifest["artifacts"].values()
+        if a["type"] == "cdk:asset-manifest"
+    ]
+    images = {}
+    for path in assets_files:
+        images.update(json.loads(path.read_text()).get("dockerImages", {}))
+    build_args = [i["source"].get("dockerBuildArgs", {}) for i in images.values()]
+    platforms = sorted(i["source"].get("platform") for i in images.values())
+    assert platforms == ["linux/amd64", "linux/arm64"]
+    dlc = "763104351884.dkr.ecr.us-east-1.amazonaws.com/vllm:0.30.0-gpu-py312-cu130-ubuntu24.04"
+    assert {"BASE_IMAGE": f"{dlc}-sagemaker"} in build_args
