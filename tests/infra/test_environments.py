@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from cfnlint.api import ManualArgs, lint_file  # type: ignore[import-untyped]
+from cfnlint.api import ManualArgs, lint_file  # type: ignore[import-untyped, unused-ignore]
 from syrupy.assertion import SnapshotAssertion
 from syrupy.extensions.json import JSONSnapshotExtension
 
