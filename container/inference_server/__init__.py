@@ -1,3 +1,3 @@
-"""SageMaker-contract inference server: chat with retrieval and moderation over an OpenAI backend."""
+"""SageMaker-contract inference server: chat with retrieval, and moderation, over OpenAI APIs."""
 
 __all__: list[str] = []

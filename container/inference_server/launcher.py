@@ -1,0 +1,325 @@
+"""Launcher: resolve weights, start the model backend on loopback, serve the app, supervise."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+import uvicorn
+
+from inference_server.app import build_app
+from inference_server.artifacts import download_s3_prefix
+from inference_server.backend_client import BackendClient
+from inference_server.settings import DEFAULT_PROPERTIES_PATH, ServingSettings, load_settings
+
+__all__ = [
+    "build_local_command",
+    "build_vllm_command",
+    "free_port",
+    "main",
+    "prepare_settings",
+    "resolve_weights",
+]
+
+logger = logging.getLogger("inference_server.launcher")
+
+BACKEND_POLL_S = 0.5
+BACKEND_STOP_TIMEOUT_S = 30.0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port that is free on ``host`` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def resolve_weights(settings: ServingSettings) -> Path:
+    """Make the weights local: download an S3 prefix, or convert a local GGUF (local backend).
+
+    Parameters
+    ----------
+    settings
+        Validated settings; ``model_id`` is an ``s3://`` URI, a path or ``package:`` reference.
+
+    Returns
+    -------
+    Path
+        A local model directory vLLM (or the local backend) can load.
+    """
+    model_id = settings.model_id
+    if model_id.startswith("s3://"):
+        started = time.monotonic()
+        target = download_s3_prefix(model_id, settings.download_dir)
+        logger.info("weights downloaded in %.1f s", time.monotonic() - started)
+        return target
+    if settings.backend == "local":
+        from inference_server.local_backend import resolve_local_model
+
+        cache = settings.local_model_cache.resolve()
+        return resolve_local_model(settings.resolve(model_id), cache).resolve()
+    path = Path(settings.resolve(model_id)).resolve()
+    if not path.exists():
+        raise FileNotFoundError(f"option.model_id: {path} does not exist")
+    return path
+
+
+def build_vllm_command(settings: ServingSettings, model_dir: Path, port: int) -> list[str]:
+    """vLLM OpenAI server command line for the settings.
+
+    Parameters
+    ----------
+    settings
+        Validated settings.
+    model_dir
+        Local weights directory.
+    port
+        Loopback port for the backend.
+
+    Returns
+    -------
+    list[str]
+        The argv to execute.
+    """
+    command = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--model",
+        str(model_dir),
+        "--served-model-name",
+        settings.served_model_name,
+        "--tensor-parallel-size",
+        str(settings.tensor_parallel_degree),
+        "--max-model-len",
+        str(settings.max_model_len),
+        "--dtype",
+        settings.dtype,
+        "--gpu-memory-utilization",
+        str(settings.gpu_memory_utilization),
+        "--disable-log-requests",
+    ]
+    caching = (
+        "--enable-prefix-caching"
+        if settings.enable_prefix_caching
+        else "--no-enable-prefix-caching"
+    )
+    command.append(caching)
+    return command
+
+
+def build_local_command(settings: ServingSettings, model_dir: Path, port: int) -> list[str]:
+    """Local backend (``transformers serve`` with a small model) command line.
+
+    Parameters
+    ----------
+    settings
+        Validated settings.
+    model_dir
+        Converted model directory.
+    port
+        Loopback port for the backend.
+
+    Returns
+    -------
+    list[str]
+        The argv to execute.
+    """
+    return [
+        sys.executable,
+        "-m",
+        "inference_server.local_backend",
+        "--model",
+        str(model_dir),
+        "--cache-dir",
+        str(settings.local_model_cache.resolve()),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+
+
+def prepare_settings(
+    settings: ServingSettings, *, backend_url: str | None = None
+) -> tuple[ServingSettings, list[str] | None]:
+    """Resolve weights and decide the backend command and URL.
+
+    Parameters
+    ----------
+    settings
+        Settings as loaded.
+    backend_url
+        For ``backend=external``: the running backend to use.
+
+    Returns
+    -------
+    tuple[ServingSettings, list[str] | None]
+        Settings completed with ``backend_url``, ``tokenizer`` and the served model name, and the
+        command to start (``None`` for an external backend).
+    """
+    if settings.backend == "external":
+        url = backend_url or settings.backend_url
+        return settings.model_copy(update={"backend_url": url}), None
+    model_dir = resolve_weights(settings)
+    port = free_port()
+    update: dict[str, object] = {
+        "backend_url": f"http://127.0.0.1:{port}",
+        "tokenizer": settings.tokenizer or str(model_dir),
+    }
+    if settings.backend == "vllm":
+        command = build_vllm_command(settings, model_dir, port)
+    else:
+        command = build_local_command(settings, model_dir, port)
+        # transformers serve names a preloaded model by its path.
+        update["served_model_name"] = str(model_dir)
+    return settings.model_copy(update=update), command
+
+
+class _Supervisor:
+    """Runs the backend process next to the uvicorn server and ties their lifetimes."""
+
+    def __init__(
+        self, settings: ServingSettings, command: list[str] | None, server: uvicorn.Server
+    ):
+        self.settings = settings
+        self.command = command
+        self.server = server
+        self.process: asyncio.subprocess.Process | None = None
+        self.failed: str | None = None
+        self.stopping = False
+
+    async def start_backend(self) -> None:
+        if self.command is None:
+            return
+        logger.info("starting backend: %s", " ".join(self.command))
+        # Own session: a terminal's Ctrl-C reaches only us, and we stop the backend after the
+        # in-flight streams have drained.
+        self.process = await asyncio.create_subprocess_exec(*self.command, start_new_session=True)
+
+    def _fail(self, reason: str) -> None:
+        logger.error("%s", reason)
+        self.failed = reason
+        services = getattr(self.server.config.app.state, "services", None)  # type: ignore[union-attr]
+        if services is not None:
+            services.backend_dead = True
+        self.server.should_exit = True
+
+    async def watch(self) -> None:
+        client = BackendClient(self.settings.backend_url, self.settings.served_model_name)
+        try:
+            deadline = time.monotonic() + self.settings.backend_startup_timeout_s
+            while not await client.healthy():
+                if self.process is not None and self.process.returncode is not None:
+                    self._fail(f"backend exited with {self.process.returncode} during start-up")
+                    return
+                if time.monotonic() > deadline:
+                    self._fail("backend not healthy within the start-up window")
+                    return
+                await asyncio.sleep(BACKEND_POLL_S)
+            logger.info("backend healthy at %s", self.settings.backend_url)
+        finally:
+            await client.aclose()
+        if self.process is not None:
+            code = await self.process.wait()
+            if not self.stopping:
+                self._fail(f"backend exited with {code}")
+
+    async def stop_backend(self) -> None:
+        self.stopping = True
+        process = self.process
+        if process is None or process.returncode is not None:
+            return
+        process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), BACKEND_STOP_TIMEOUT_S)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+async def _run(settings: ServingSettings, command: list[str] | None, host: str, port: int) -> int:
+    app = build_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=os.environ.get("LOG_LEVEL", "info").lower(),
+        access_log=False,
+        timeout_graceful_shutdown=int(os.environ.get("DRAIN_TIMEOUT_S", "120")),
+        timeout_keep_alive=75,
+    )
+    server = uvicorn.Server(config)
+    supervisor = _Supervisor(settings, command, server)
+    received: list[int] = []
+
+    def remember(sig: int, _: FrameType | None) -> None:
+        # uvicorn re-raises the signal it drained for once it is done; without a handler of our
+        # own that would kill the process before the backend is stopped.
+        received.append(sig)
+
+    signal.signal(signal.SIGTERM, remember)
+    signal.signal(signal.SIGINT, remember)
+    await supervisor.start_backend()
+    watcher = asyncio.create_task(supervisor.watch())
+    try:
+        await server.serve()
+    finally:
+        await supervisor.stop_backend()
+        watcher.cancel()
+    if supervisor.failed is not None:
+        return 1
+    logger.info("stopped (signals: %s)", received)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse arguments, load settings, start everything (``python -m inference_server serve``).
+
+    Parameters
+    ----------
+    argv
+        Arguments after ``serve``.
+
+    Returns
+    -------
+    int
+        0 after a clean shutdown, 1 when the backend died or never became healthy.
+    """
+    parser = argparse.ArgumentParser(prog="inference_server serve")
+    parser.add_argument(
+        "--properties",
+        type=Path,
+        default=Path(os.environ.get("SERVING_PROPERTIES_PATH", DEFAULT_PROPERTIES_PATH)),
+    )
+    parser.add_argument("--host", default=os.environ.get("SERVER_HOST", "0.0.0.0"))  # noqa: S104
+    parser.add_argument(
+        "--port", type=int, default=int(os.environ.get("SAGEMAKER_BIND_TO_PORT", "8080"))
+    )
+    parser.add_argument("--backend", choices=("vllm", "local", "external"))
+    parser.add_argument("--backend-url", help="with --backend external: the running backend")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # One line per health poll would drown the log.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    overrides = {"backend": args.backend} if args.backend else {}
+    settings = load_settings(args.properties, **overrides)
+    settings, command = prepare_settings(settings, backend_url=args.backend_url)
+    return asyncio.run(_run(settings, command, args.host, args.port))
