@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 from aws_cdk import App, Validations
 from cdk_nag import AwsSolutionsChecks
 
-from stacks.config import load_environment
+from stacks.config import ConfigError, load_environment
 from stacks.stage import ChatbotStage, SourcePaths
 
 __all__ = ["DEFAULT_ENVIRONMENT", "build_app", "read_cdk_json_context"]
@@ -76,5 +77,16 @@ def _cli_context() -> dict[str, Any]:
     return dict(json.loads(raw)) if raw else {}
 
 
+def main() -> int:
+    """Synthesize the selected environment; a settings error prints its message, exit 1."""
+    try:
+        app = build_app()
+    except ConfigError as error:
+        print(f"cdk.json: {error}", file=sys.stderr)
+        return 1
+    app.synth()
+    return 0
+
+
 if __name__ == "__main__":
-    build_app().synth()
+    sys.exit(main())

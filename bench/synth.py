@@ -1,0 +1,89 @@
+"""Synth time of each environment against the floor of a one-bucket CDK app, in fresh processes.
+
+Run by hand: ``python bench/synth.py [--runs N]``. Each synth runs in a new interpreter, the way
+``cdk synth`` starts the app, so Python start-up, imports and the jsii runtime are counted.
+Prints a table, then a JSON line ``{"floor_s": ..., "envs": {...}, "max_ratio": ...}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ENVIRONMENTS = ("dev", "staging", "prod")
+
+FLOOR_APP = """
+from aws_cdk import App, Stack
+from aws_cdk import aws_s3 as s3
+
+app = App()
+stack = Stack(app, "Floor")
+s3.Bucket(stack, "Bucket")
+app.synth()
+"""
+
+
+def _timed_run(argv: list[str], env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(argv, cwd=ROOT, env=env, check=True, capture_output=True)
+    return time.perf_counter() - started
+
+
+def _base_env(outdir: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION="20",
+        PYTHONPATH=os.pathsep.join(str(ROOT / p) for p in ("", "container", "lambda")),
+        CDK_OUTDIR=outdir,
+    )
+    env.pop("CDK_CONTEXT_JSON", None)
+    return env
+
+
+def median_synth_seconds(env_name: str | None, runs: int) -> float:
+    """Median wall time of ``runs`` synths of ``env_name`` (``None``: the one-bucket floor)."""
+    times = []
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory(prefix="bench-synth-") as outdir:
+            env = _base_env(outdir)
+            if env_name is None:
+                script = Path(outdir) / "floor_app.py"
+                script.write_text(FLOOR_APP)
+                argv = [sys.executable, str(script)]
+            else:
+                # Exactly what `cdk synth -c env=<name>` hands to the app.
+                env["CDK_CONTEXT_JSON"] = json.dumps({"env": env_name})
+                argv = [sys.executable, str(ROOT / "app.py")]
+            times.append(_timed_run(argv, env))
+    return statistics.median(times)
+
+
+def main() -> None:
+    """Time the floor and every environment, print the table and the JSON line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    floor = median_synth_seconds(None, args.runs)
+    envs = {name: median_synth_seconds(name, args.runs) for name in ENVIRONMENTS}
+    print(f"{'app':<12}{'median s':>10}{'x floor':>10}")
+    print(f"{'one bucket':<12}{floor:>10.2f}{1.0:>10.2f}")
+    for name, seconds in envs.items():
+        print(f"{name:<12}{seconds:>10.2f}{seconds / floor:>10.2f}")
+    result = {
+        "floor_s": round(floor, 3),
+        "envs": {name: round(seconds, 3) for name, seconds in envs.items()},
+        "max_ratio": round(max(envs.values()) / floor, 3),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
