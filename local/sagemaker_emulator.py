@@ -17,7 +17,7 @@ import struct
 import uuid
 import zlib
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import httpx
@@ -275,20 +275,42 @@ def _model_error(
     )
 
 
-class _ClosingStreamingResponse(StreamingResponse):
-    """A streaming response that always closes its generator, so upstream sees a disconnect."""
+class _StreamCloser:
+    """Ends one streaming invocation exactly once: counts it out and closes the upstream."""
 
-    def __init__(self, events: AsyncIterator[bytes], headers: dict[str, str]) -> None:
+    def __init__(self, state: _State) -> None:
+        self.state = state
+        self.upstream: httpx.Response | None = None
+        self.closed = False
+        state.active_streams += 1
+        state.max_active_streams = max(state.max_active_streams, state.active_streams)
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.state.active_streams -= 1
+        if self.upstream is not None:
+            await self.upstream.aclose()
+
+
+class _ClosingStreamingResponse(StreamingResponse):
+    """A streaming response that always closes its stream, so upstream sees a disconnect."""
+
+    def __init__(
+        self, events: AsyncGenerator[bytes], headers: dict[str, str], closer: _StreamCloser
+    ) -> None:
         super().__init__(events, media_type=EVENT_STREAM_CONTENT_TYPE, headers=headers)
         self._events = events
+        self._closer = closer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
-            aclose = getattr(self._events, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            # A generator that never started skips its own `finally`, hence the closer.
+            await self._events.aclose()
+            await self._closer.close()
 
 
 def build_app(settings: EmulatorSettings) -> FastAPI:
@@ -376,15 +398,9 @@ def build_app(settings: EmulatorSettings) -> FastAPI:
         return headers
 
     @app.exception_handler(_ServiceError)
-    async def _service_error(request: Request, exc: _ServiceError) -> JSONResponse:
+    async def _service_error(_: Request, exc: _ServiceError) -> JSONResponse:
         state.errors[exc.code] += 1
-        return exc.response(request.state.request_id)
-
-    @app.middleware("http")
-    async def _request_id(request: Request, call_next: Any) -> Response:
-        request.state.request_id = str(uuid.uuid4())
-        response: Response = await call_next(request)
-        return response
+        return exc.response(str(uuid.uuid4()))
 
     @app.post("/endpoints/{endpoint}/invocations")
     async def invoke_endpoint(endpoint: str, request: Request) -> Response:
@@ -400,7 +416,7 @@ def build_app(settings: EmulatorSettings) -> FastAPI:
             ) from exc
         if upstream.status_code >= 400:
             raise _model_error(settings, endpoint, upstream.status_code, upstream.text)
-        headers_out = response_headers(upstream, request.state.request_id)
+        headers_out = response_headers(upstream, str(uuid.uuid4()))
         return Response(
             upstream.content,
             media_type=upstream.headers.get("content-type", "application/octet-stream"),
@@ -416,18 +432,23 @@ def build_app(settings: EmulatorSettings) -> FastAPI:
         upstream_request = client.build_request(
             "POST", url, content=body, headers=headers, timeout=timeout
         )
+        closer = _StreamCloser(state)
         try:
-            upstream = await client.send(upstream_request, stream=True)
+            upstream = closer.upstream = await client.send(upstream_request, stream=True)
+            if upstream.status_code >= 400:
+                text = (await upstream.aread()).decode("utf-8", errors="replace")
+                raise _model_error(settings, endpoint, upstream.status_code, text)
         except httpx.TimeoutException as exc:
+            await closer.close()
             raise _model_timeout(settings) from exc
         except httpx.TransportError as exc:
+            await closer.close()
             raise _ServiceError(
                 "ServiceUnavailable", 503, {"Message": f"Model container unreachable: {exc!r}"}
             ) from exc
-        if upstream.status_code >= 400:
-            text = (await upstream.aread()).decode("utf-8", errors="replace")
-            await upstream.aclose()
-            raise _model_error(settings, endpoint, upstream.status_code, text)
+        except BaseException:
+            await closer.close()
+            raise
         max_part = faults.max_part_bytes or settings.max_part_bytes
         seed = faults.split_seed if faults.split_seed is not None else settings.split_seed
         error_after = faults.stream_error_after_parts if _take(faults, "stream_error") else None
@@ -442,28 +463,24 @@ def build_app(settings: EmulatorSettings) -> FastAPI:
             "InternalStreamFailure", {"Message": "injected internal stream failure"}
         )
 
-        async def events() -> AsyncIterator[bytes]:
+        def injected(model_stream_error: bool) -> bytes:
+            state.errors["ModelStreamError" if model_stream_error else "InternalStreamFailure"] += 1
+            return error_event if model_stream_error else failure_event
+
+        async def events() -> AsyncGenerator[bytes]:
             # Reproducible split points for tests, not security.
             rng = random.Random(seed) if seed is not None else None  # noqa: S311
             parts = 0
-            state.active_streams += 1
-            state.max_active_streams = max(state.max_active_streams, state.active_streams)
             try:
-                if error_after == 0:
-                    yield error_event
-                    return
-                if failure_after == 0:
-                    yield failure_event
+                if error_after == 0 or failure_after == 0:
+                    yield injected(error_after == 0)
                     return
                 async for chunk in upstream.aiter_raw():
                     for part in split_parts(chunk, max_part, rng):
                         yield _payload_part(part)
                         parts += 1
-                        if parts == error_after:
-                            yield error_event
-                            return
-                        if parts == failure_after:
-                            yield failure_event
+                        if parts in (error_after, failure_after):
+                            yield injected(parts == error_after)
                             return
             except httpx.TimeoutException:
                 state.errors["ModelStreamError"] += 1
@@ -481,14 +498,13 @@ def build_app(settings: EmulatorSettings) -> FastAPI:
                     {"Message": f"Model stream broken: {exc!r}", "ErrorCode": "StreamBroken"},
                 )
             finally:
-                state.active_streams -= 1
-                await upstream.aclose()
+                await closer.close()
 
-        headers_out = response_headers(upstream, request.state.request_id)
+        headers_out = response_headers(upstream, str(uuid.uuid4()))
         headers_out["X-Amzn-SageMaker-Content-Type"] = upstream.headers.get(
             "content-type", "application/octet-stream"
         )
-        return _ClosingStreamingResponse(events(), headers_out)
+        return _ClosingStreamingResponse(events(), headers_out, closer)
 
     @app.get("/ping")
     async def ping() -> dict[str, Any]:

@@ -89,6 +89,13 @@ class Rule(BaseModel):
     finish_reason: str = "stop"
     fail_after_tokens: int | None = Field(default=None, ge=0)
     fail_mode: Literal["disconnect", "error_event"] = "disconnect"
+    barrier: int | None = Field(
+        default=None,
+        ge=1,
+        description="hold each answer, once its response has started, until this many answers "
+        "of the rule are open at once (proves that a caller really runs them concurrently)",
+    )
+    barrier_timeout_s: float = Field(default=30.0, gt=0)
     http_status: int | None = Field(default=None, ge=400, le=599)
     error_message: str = "scripted failure"
     error_type: str | None = None
@@ -214,12 +221,32 @@ class _Plan(BaseModel):
     prompt_tokens: int
 
 
+class _Barrier:
+    """A one-shot rendezvous: opens for good once ``parties`` callers have arrived."""
+
+    def __init__(self, parties: int) -> None:
+        self.parties = parties
+        self.arrived = 0
+        self.open = asyncio.Event()
+
+    async def wait(self, timeout_s: float) -> bool:
+        self.arrived += 1
+        if self.arrived >= self.parties:
+            self.open.set()
+        try:
+            await asyncio.wait_for(self.open.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+
 class _State:
     """Mutable server state: the script, rule use counts and request statistics."""
 
     def __init__(self, script: Script) -> None:
         self.script = script
         self.rule_uses: Counter[int] = Counter()
+        self.barriers: dict[int, _Barrier] = {}
         self.requests: Counter[str] = Counter()
         self.rule_hits: Counter[str] = Counter()
         self.last_requests: deque[dict[str, Any]] = deque(maxlen=_LAST_REQUESTS_KEPT)
@@ -229,6 +256,14 @@ class _State:
     def replace_script(self, script: Script) -> None:
         self.script = script
         self.rule_uses.clear()
+        self.barriers.clear()
+
+    async def pass_barrier(self, rule: Rule) -> bool:
+        """Wait at the rule's barrier, if it has one; False when it timed out."""
+        if rule.barrier is None:
+            return True
+        barrier = self.barriers.setdefault(id(rule), _Barrier(rule.barrier))
+        return await barrier.wait(rule.barrier_timeout_s)
 
     def choose(self, endpoint: str, last_user: str, everything: str) -> Rule:
         for index, rule in enumerate(self.script.rules):
@@ -330,6 +365,10 @@ class _HideScriptedDisconnects(logging.Filter):
         return not isinstance(exc, ScriptedDisconnectError)
 
 
+def _barrier_message(rule: Rule) -> str:
+    return f"barrier of {rule.barrier} answers not reached within {rule.barrier_timeout_s} s"
+
+
 def _sse_event(payload: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
@@ -379,6 +418,10 @@ async def _stream(
             if include_usage:
                 role_chunk["usage"] = None
             yield _sse_event(role_chunk)
+        if not await state.pass_barrier(rule):
+            yield _sse_event(_error_body(500, _barrier_message(rule), None))
+            yield _DONE
+            return
         emitted = 0
         for encoded in plan.encoded:
             if rule.fail_after_tokens is not None and emitted >= rule.fail_after_tokens:
@@ -526,6 +569,8 @@ def build_app(script: Script | None = None) -> FastAPI:
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache"},
             )
+        if not await state.pass_barrier(rule):
+            return _error_response(500, _barrier_message(rule))
         delay = rule.first_token_delay_s + rule.token_delay_s * max(len(plan.tokens) - 1, 0)
         if delay:
             await asyncio.sleep(delay)

@@ -52,6 +52,8 @@ class ContainerStub:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.closed_early = 0
+        self.waiting = 0
+        self.all_waiting: asyncio.Event | None = None
         self.app = FastAPI()
         self.app.post("/invocations", response_model=None)(self.invocations)
 
@@ -66,16 +68,28 @@ class ContainerStub:
             return JSONResponse({"generated_text": "".join(TOKENS)}, headers=echo)
         lines = jsonlines(TOKENS * command.get("repeat", 1))
         return StreamingResponse(
-            self.stream(lines, command.get("delay", 0.0), command.get("break_after")),
+            self.stream(
+                lines, command.get("delay", 0.0), command.get("break_after"), command.get("barrier")
+            ),
             media_type="application/jsonlines",
             headers=echo,
         )
 
     async def stream(
-        self, lines: list[bytes], delay: float, break_after: int | None
+        self, lines: list[bytes], delay: float, break_after: int | None, barrier: int | None
     ) -> AsyncIterator[bytes]:
         finished = False
         try:
+            if barrier is not None:
+                # Hold every stream open until `barrier` of them are: proves real concurrency.
+                yield lines[0]
+                lines = lines[1:]
+                if self.all_waiting is None:
+                    self.all_waiting = asyncio.Event()
+                self.waiting += 1
+                if self.waiting == barrier:
+                    self.all_waiting.set()
+                await asyncio.wait_for(self.all_waiting.wait(), timeout=30)
             for index, line in enumerate(lines):
                 if index == break_after:
                     raise RuntimeError("container died mid-stream")
@@ -404,7 +418,7 @@ def test_fault_control_api(emulator_url: str, runtime: Any) -> None:
 
 def test_64_concurrent_streams(emulator_url: str, runtime: Any) -> None:
     url = f"{emulator_url}/endpoints/{CHAT}/invocations-response-stream"
-    body = json.dumps({"inputs": "hi", "delay": 0.02})
+    body = json.dumps({"inputs": "hi", "barrier": 64})
 
     async def one(http: httpx.AsyncClient) -> bytes:
         buffer = EventStreamBuffer()

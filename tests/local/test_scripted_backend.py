@@ -323,7 +323,7 @@ def test_models_tokenize_and_script_roundtrip(base_url: str) -> None:
 
 
 def test_64_concurrent_streams(base_url: str) -> None:
-    set_script(base_url, Script(default=Rule(response=ANSWER, token_delay_s=0.02)))
+    set_script(base_url, Script(default=Rule(response=ANSWER, barrier=64)))
     body = {"messages": [{"role": "user", "content": "q"}], "stream": True}
 
     async def one(http: httpx.AsyncClient) -> str:
@@ -343,6 +343,15 @@ def test_64_concurrent_streams(base_url: str) -> None:
     stats = httpx.get(f"{base_url}/_stats").json()
     assert stats["max_active_streams"] == 64
     assert stats["active_streams"] == 0
+
+
+def test_barrier_times_out_with_too_few_callers(base_url: str) -> None:
+    set_script(base_url, Script(default=Rule(barrier=2, barrier_timeout_s=0.2)))
+    body = {"messages": [{"role": "user", "content": "q"}], "stream": True}
+    events = sse_events(httpx.post(f"{base_url}/v1/chat/completions", json=body).text)
+    assert "barrier of 2 answers not reached" in json.loads(events[-2])["error"]["message"]
+    response = httpx.post(f"{base_url}/v1/chat/completions", json=body | {"stream": False})
+    assert response.status_code == 200  # the second caller opens the barrier for good
 
 
 def test_command_line_with_script_file(tmp_path: Path) -> None:
