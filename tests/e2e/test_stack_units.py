@@ -1,0 +1,107 @@
+"""The local stack's configuration, Procfile and chat-page mounting, without starting the stack."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from pydantic import ValidationError
+
+from local.chat_page import STATIC_DIR, mount_chat_page
+from local.stack.config import load_config
+from local.stack.runner import health_checks, select_processes, stack_environment
+
+SCRIPT = "moderation.json"
+
+
+def test_flags_win_over_local_variables_which_win_over_defaults(monkeypatch):
+    monkeypatch.setenv("LOCAL_FRONT_DOOR_PORT", "9100")
+    monkeypatch.setenv("LOCAL_EMULATOR_PORT", "9101")
+
+    config = load_config(["--emulator-port", "9201"])
+
+    assert config.front_door_port == 9100
+    assert config.emulator_port == 9201
+    assert config.dynamodb_port == 8002
+    assert config.front_door_url == "http://127.0.0.1:9100"
+    assert config.chat_endpoint == "chatbot-dev-chat"
+    assert config.moderation_endpoint == "chatbot-dev-moderation"
+    assert config.table_name == "chatbot-dev-sessions"
+
+
+def test_two_parts_on_one_port_are_refused():
+    with pytest.raises(ValidationError, match="every port must differ"):
+        load_config(["--chat-port", "8000"])
+
+
+def test_scripted_moderation_needs_a_script():
+    with pytest.raises(ValidationError, match="needs moderation_script"):
+        load_config(["--moderation-backend", "scripted"])
+
+
+@pytest.mark.parametrize("backend", ["model", "scripted"])
+def test_every_procfile_variable_is_set_by_the_stack(backend: str):
+    config = load_config(["--moderation-backend", backend, "--moderation-script", SCRIPT])
+    env = stack_environment(config, {}, model_dir=Path("/models/smollm2"))
+
+    processes = select_processes(config)
+
+    assert set(processes) >= {"dynamodb", "model", "chat", "moderation", "emulator", "front_door"}
+    assert ("scripted_moderation" in processes) == (backend == "scripted")
+    for name, command in processes.items():
+        used = set(re.findall(r"\$([A-Z_]+)", command))
+        assert used <= set(env), f"{name} uses unset variables {used - set(env)}"
+        assert shlex.split(command)[0] == "exec"
+
+
+def test_moderation_container_uses_the_chosen_backend():
+    model = load_config([])
+    scripted_flags = ["--moderation-backend", "scripted", "--moderation-script", SCRIPT]
+    scripted = load_config([*scripted_flags, "--scripted-backend-port", "9300"])
+
+    model_env = stack_environment(model, {}, model_dir=Path("/m"))
+    scripted_env = stack_environment(scripted, {}, model_dir=Path("/m"))
+
+    assert model_env["MODERATION_BACKEND_URL"] == "http://127.0.0.1:8081"
+    assert scripted_env["MODERATION_BACKEND_URL"] == "http://127.0.0.1:9300"
+    assert any(check.url == "http://127.0.0.1:9300/health" for check in health_checks(scripted))
+    assert not any("9300" in check.url for check in health_checks(model))
+
+
+def test_stack_environment_sets_dummy_credentials_and_local_front_door():
+    config = load_config(["--env-name", "e2e"])
+
+    env = stack_environment(config, {"AWS_ACCESS_KEY_ID": "real-key"}, model_dir=Path("/m"))
+
+    assert env["AWS_ACCESS_KEY_ID"] == "testing"
+    assert env["CHATBOT_MODE"] == "local"
+    assert env["CHATBOT_CHAT_ENDPOINT"] == "chatbot-e2e-chat"
+    assert env["CHATBOT_SESSION_TABLE"] == "chatbot-e2e-sessions"
+    assert env["CHATBOT_SAGEMAKER_ENDPOINT_URL"] == "http://127.0.0.1:8001"
+    assert env["CHATBOT_DYNAMODB_ENDPOINT_URL"] == "http://127.0.0.1:8002"
+    assert env["HF_HUB_OFFLINE"] == "1"
+
+
+@pytest.mark.timeout(30)
+def test_chat_page_and_assets_are_served_once_mounted_twice(serve_asgi):
+    app = FastAPI()
+    mount_chat_page(app)
+    mount_chat_page(app)
+
+    with serve_asgi(app) as base_url:
+        page = httpx.get(f"{base_url}/")
+        script = httpx.get(f"{base_url}/chat-page/app.js")
+        style = httpx.get(f"{base_url}/chat-page/style.css")
+
+    assert page.status_code == 200
+    assert page.text == (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+    assert script.status_code == 200
+    assert "v1/chat/completions" in script.text
+    assert style.status_code == 200
+    assert [getattr(route, "name", None) for route in app.routes].count("chat-page-assets") == 1
+    # Nothing may load from another origin: the page must work offline.
+    assert not re.search(r"(src|href)=\"(https?:)?//", page.text)
