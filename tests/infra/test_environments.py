@@ -145,3 +145,17 @@ def test_inference_image_gets_the_regional_dlc_base_image(synthesized: Synthesiz
     assert platforms == ["linux/amd64", "linux/arm64"]
     dlc = "763104351884.dkr.ecr.us-east-1.amazonaws.com/vllm:0.30.0-gpu-py312-cu130-ubuntu24.04"
     assert {"BASE_IMAGE": f"{dlc}-sagemaker"} in build_args
+
+
+def test_cdk_nag_is_active_and_fails_synth_on_a_finding(tmp_path: Any) -> None:
+    from aws_cdk import App, Stack, Validations
+    from aws_cdk import aws_sqs as sqs
+    from cdk_nag import AwsSolutionsChecks
+
+    app = App(outdir=str(tmp_path))
+    sqs.Queue(Stack(app, "Bare"), "NoDlqNoTls")
+    Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    with pytest.raises(RuntimeError, match="ValidationFailed") as raised:
+        app.synth()
+    assert "AwsSolutions-SQS3" in str(raised.value)
+    assert "AwsSolutions-SQS4" in str(raised.value)
