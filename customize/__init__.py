@@ -1,4 +1,4 @@
-"""Customization pipeline: prepare data, fine-tune or continue pre-training, evaluate against the base."""
+"""Customization pipeline: prepare data, fine-tune or continue pre-training, evaluate."""
 
 from customize.data import (
     DIALOGUE_SUMMARY_TEMPLATE,

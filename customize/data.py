@@ -1,8 +1,9 @@
-"""Dataset preparation in the Bedrock custom-model formats: validation, splits, document chunking."""
+"""Dataset preparation in Bedrock custom-model formats: validation, splits, document chunking."""
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -11,7 +12,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
-from tqdm import tqdm
+# tqdm ships no type stubs.
+tqdm: Any = importlib.import_module("tqdm").tqdm
 
 __all__ = [
     "DIALOGUE_SUMMARY_TEMPLATE",
@@ -147,7 +149,9 @@ def validate_jsonl(
     first_seen: dict[str, int] = {}
     with path.open(encoding="utf-8") as handle:
         lines = handle.readlines()
-    for number, raw in enumerate(tqdm(lines, desc=f"validate {path.name}", disable=not show_progress), 1):
+    for number, raw in enumerate(
+        tqdm(lines, desc=f"validate {path.name}", disable=not show_progress), 1
+    ):
 
         def fail(reason: str, line: int = number) -> None:
             report.issues.append(ValidationIssue(str(path), line, reason))
@@ -168,7 +172,9 @@ def validate_jsonl(
             if name not in value:
                 problems.append(f"missing field '{name}'")
             elif not isinstance(value[name], str):
-                problems.append(f"field '{name}' must be a string, got {type(value[name]).__name__}")
+                problems.append(
+                    f"field '{name}' must be a string, got {type(value[name]).__name__}"
+                )
             elif not value[name].strip():
                 problems.append(f"empty field '{name}'")
         if problems:
@@ -290,6 +296,10 @@ def read_document(path: Path) -> str:
     return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 
+def _token_count(tokenizer: OffsetTokenizer, text: str) -> int:
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
 def chunk_text(
     text: str, tokenizer: OffsetTokenizer, *, chunk_tokens: int, overlap_tokens: int
 ) -> list[str]:
@@ -303,16 +313,21 @@ def chunk_text(
     encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     offsets: list[tuple[int, int]] = list(encoding["offset_mapping"])
     chunks = []
-    stride = chunk_tokens - overlap_tokens
     start = 0
     while start < len(offsets):
         end = min(start + chunk_tokens, len(offsets))
         chunk = text[offsets[start][0] : offsets[end - 1][1]].strip()
+        # A cut can tokenize differently on its own (a word losing its leading space):
+        # give back tokens at the end until the chunk fits the budget by itself.
+        while end > start + 1 and _token_count(tokenizer, chunk) > chunk_tokens:
+            end -= 1
+            chunk = text[offsets[start][0] : offsets[end - 1][1]].strip()
         if chunk:
             chunks.append(chunk)
         if end == len(offsets):
             break
-        start += stride
+        # Next window starts overlap_tokens before this one's end (always moving forward).
+        start = max(start + 1, end - overlap_tokens)
     return chunks
 
 
@@ -347,7 +362,9 @@ def chunk_documents(
         ``{"input": chunk}`` records, duplicates dropped.
     """
     paths = sorted(
-        path for path in folder.rglob("*") if path.is_file() and path.suffix.lower() in DOCUMENT_SUFFIXES
+        path
+        for path in folder.rglob("*")
+        if path.is_file() and path.suffix.lower() in DOCUMENT_SUFFIXES
     )
     if not paths:
         raise ValueError(f"{folder}: no {', '.join(DOCUMENT_SUFFIXES)} documents found")

@@ -1,7 +1,8 @@
-"""Evaluation: the same held-out data through the base and the customized model, as JSON and Markdown."""
+"""Evaluation: held-out data through the base and the customized model; JSON and Markdown."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 from collections.abc import Sequence
@@ -9,11 +10,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from customize.data import Mode, read_jsonl
 
-__all__ = ["EvaluationReport", "evaluate", "perplexity", "render_markdown", "rouge_l", "write_report"]
+# tqdm ships no type stubs.
+tqdm: Any = importlib.import_module("tqdm").tqdm
+
+__all__ = [
+    "EvaluationReport",
+    "evaluate",
+    "perplexity",
+    "render_markdown",
+    "rouge_l",
+    "write_report",
+]
 
 
 @dataclass
@@ -52,10 +61,13 @@ class EvaluationReport:
 
 def rouge_l(predictions: Sequence[str], references: Sequence[str]) -> float:
     """Mean ROUGE-L F-measure (Porter-stemmed, as the DialogSum papers report it)."""
-    from rouge_score import rouge_scorer
+    from rouge_score import rouge_scorer  # type: ignore[import-untyped]
 
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    scores = [scorer.score(reference, prediction)["rougeL"].fmeasure for prediction, reference in zip(predictions, references, strict=True)]
+    scores: list[float] = [
+        float(scorer.score(reference, prediction)["rougeL"].fmeasure)
+        for prediction, reference in zip(predictions, references, strict=True)
+    ]
     return sum(scores) / max(len(scores), 1)
 
 
@@ -67,21 +79,35 @@ def _load(model_dir: Path, device: str) -> tuple[Any, Any]:
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device)
+    model: Any = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model = model.to(device)
     model.eval()
     return tokenizer, model
 
 
 def generate(
-    model_dir: Path, prompts: Sequence[str], *, max_new_tokens: int, batch_size: int, device: str = "cpu", label: str = ""
+    model_dir: Path,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    device: str = "cpu",
+    label: str = "",
 ) -> list[str]:
     """Greedy completions of raw prompts (no chat template: the fine-tuning format is raw text)."""
     import torch
 
     tokenizer, model = _load(model_dir, device)
     outputs: list[str] = []
-    for start in tqdm(range(0, len(prompts), batch_size), desc=f"generate {label}".strip(), leave=False):
-        batch = tokenizer(list(prompts[start : start + batch_size]), return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+    for start in tqdm(
+        range(0, len(prompts), batch_size), desc=f"generate {label}".strip(), leave=False
+    ):
+        batch = tokenizer(
+            list(prompts[start : start + batch_size]),
+            return_tensors="pt",
+            padding=True,
+            add_special_tokens=False,
+        ).to(device)
         with torch.no_grad():
             generated = model.generate(
                 **batch,
@@ -91,19 +117,35 @@ def generate(
                 eos_token_id=tokenizer.eos_token_id,
             )
         new_tokens = generated[:, batch["input_ids"].shape[1] :]
-        outputs.extend(text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+        outputs.extend(
+            text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        )
     return outputs
 
 
-def perplexity(model_dir: Path, texts: Sequence[str], *, max_seq_len: int, batch_size: int, device: str = "cpu", label: str = "") -> float:
-    """Token-weighted perplexity of texts, each with an end-of-sequence token, as training sees them."""
+def perplexity(
+    model_dir: Path,
+    texts: Sequence[str],
+    *,
+    max_seq_len: int,
+    batch_size: int,
+    device: str = "cpu",
+    label: str = "",
+) -> float:
+    """Token-weighted perplexity of texts, each ending in end-of-sequence as training sees them."""
     import torch
 
     tokenizer, model = _load(model_dir, device)
     tokenizer.padding_side = "right"
+    eos = tokenizer.eos_token_id
     total, tokens = 0.0, 0
-    for start in tqdm(range(0, len(texts), batch_size), desc=f"perplexity {label}".strip(), leave=False):
-        encoded = [tokenizer(text, add_special_tokens=False)["input_ids"][: max_seq_len - 1] + [tokenizer.eos_token_id] for text in texts[start : start + batch_size]]
+    for start in tqdm(
+        range(0, len(texts), batch_size), desc=f"perplexity {label}".strip(), leave=False
+    ):
+        encoded = [
+            [*tokenizer(text, add_special_tokens=False)["input_ids"][: max_seq_len - 1], eos]
+            for text in texts[start : start + batch_size]
+        ]
         width = max(len(ids) for ids in encoded)
         ids = torch.full((len(encoded), width), tokenizer.pad_token_id, dtype=torch.long)
         mask = torch.zeros_like(ids)
@@ -112,7 +154,9 @@ def perplexity(model_dir: Path, texts: Sequence[str], *, max_seq_len: int, batch
             mask[row, : len(sequence)] = 1
         labels = ids.masked_fill(mask == 0, -100)
         with torch.no_grad():
-            loss = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)).loss
+            loss = model(
+                input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)
+            ).loss
         count = int(mask[:, 1:].sum())
         total += float(loss) * count
         tokens += count
@@ -161,17 +205,38 @@ def evaluate(
         prompts = [record["prompt"] for record in records]
         references = [record["completion"].strip() for record in records]
         outputs = {
-            name: generate(path, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, device=device, label=name)
+            name: generate(
+                path,
+                prompts,
+                max_new_tokens=max_new_tokens,
+                batch_size=batch_size,
+                device=device,
+                label=name,
+            )
             for name, path in (("base", base_model), ("customized", customized_model))
         }
         scores = {name: rouge_l(texts, references) for name, texts in outputs.items()}
         for index in range(min(samples, len(records))):
-            table.append({"prompt": prompts[index], "reference": references[index], "base": outputs["base"][index], "customized": outputs["customized"][index]})
+            table.append(
+                {
+                    "prompt": prompts[index],
+                    "reference": references[index],
+                    "base": outputs["base"][index],
+                    "customized": outputs["customized"][index],
+                }
+            )
         metric, higher_is_better = "rougeL", True
     else:
         texts = [record["input"] for record in records]
         scores = {
-            name: perplexity(path, texts, max_seq_len=max_seq_len, batch_size=batch_size, device=device, label=name)
+            name: perplexity(
+                path,
+                texts,
+                max_seq_len=max_seq_len,
+                batch_size=batch_size,
+                device=device,
+                label=name,
+            )
             for name, path in (("base", base_model), ("customized", customized_model))
         }
         heads, tails = [], []
@@ -180,11 +245,25 @@ def evaluate(
             heads.append(" ".join(words[: len(words) // 2]))
             tails.append(" ".join(words[len(words) // 2 :]))
         continuations = {
-            name: generate(path, heads, max_new_tokens=max_new_tokens, batch_size=batch_size, device=device, label=name)
+            name: generate(
+                path,
+                heads,
+                max_new_tokens=max_new_tokens,
+                batch_size=batch_size,
+                device=device,
+                label=name,
+            )
             for name, path in (("base", base_model), ("customized", customized_model))
         }
         for index, head in enumerate(heads):
-            table.append({"prompt": head, "reference": tails[index], "base": continuations["base"][index], "customized": continuations["customized"][index]})
+            table.append(
+                {
+                    "prompt": head,
+                    "reference": tails[index],
+                    "base": continuations["base"][index],
+                    "customized": continuations["customized"][index],
+                }
+            )
         metric, higher_is_better = "perplexity", False
     return EvaluationReport(
         mode=mode,
@@ -227,7 +306,8 @@ def render_markdown(report: EvaluationReport) -> str:
     ]
     for index, sample in enumerate(report.samples, 1):
         lines.append(
-            f"| {index} | {_cell(sample['prompt'], 200)} | {_cell(sample['reference'])} | {_cell(sample['base'])} | {_cell(sample['customized'])} |"
+            f"| {index} | {_cell(sample['prompt'], 200)} | {_cell(sample['reference'])}"
+            f" | {_cell(sample['base'])} | {_cell(sample['customized'])} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -236,6 +316,8 @@ def write_report(report: EvaluationReport, output_dir: Path) -> tuple[Path, Path
     """Write ``evaluation.json`` and ``evaluation.md`` into a folder; return their paths."""
     output_dir.mkdir(parents=True, exist_ok=True)
     json_path, markdown_path = output_dir / "evaluation.json", output_dir / "evaluation.md"
-    json_path.write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    json_path.write_text(
+        json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
     markdown_path.write_text(render_markdown(report), encoding="utf-8")
     return json_path, markdown_path

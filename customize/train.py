@@ -1,4 +1,4 @@
-"""Training entrypoint, unchanged on SageMaker and locally: LoRA fine-tuning or continued pre-training.
+"""Training entrypoint, the same on SageMaker and locally: fine-tuning or continued pre-training.
 
 The loop is our own rather than ``transformers.Trainer``: it is short, and it keeps the three
 things this job is about in plain sight: loss on completion tokens only, the metric lines
@@ -181,17 +181,27 @@ def _env_path(variable: str, default: Path) -> Path:
 class TrainingPaths:
     """Where the job reads data and writes its results; SageMaker's layout unless overridden."""
 
-    train_dir: Path = field(default_factory=lambda: _env_path("SM_CHANNEL_TRAIN", SAGEMAKER_ROOT / "input/data/train"))
-    validation_dir: Path = field(
-        default_factory=lambda: _env_path("SM_CHANNEL_VALIDATION", SAGEMAKER_ROOT / "input/data/validation")
+    train_dir: Path = field(
+        default_factory=lambda: _env_path("SM_CHANNEL_TRAIN", SAGEMAKER_ROOT / "input/data/train")
     )
-    base_model_dir: Path = field(default_factory=lambda: _env_path("SM_CHANNEL_MODEL", SAGEMAKER_ROOT / "input/data/model"))
-    model_dir: Path = field(default_factory=lambda: _env_path("SM_MODEL_DIR", SAGEMAKER_ROOT / "model"))
+    validation_dir: Path = field(
+        default_factory=lambda: _env_path(
+            "SM_CHANNEL_VALIDATION", SAGEMAKER_ROOT / "input/data/validation"
+        )
+    )
+    base_model_dir: Path = field(
+        default_factory=lambda: _env_path("SM_CHANNEL_MODEL", SAGEMAKER_ROOT / "input/data/model")
+    )
+    model_dir: Path = field(
+        default_factory=lambda: _env_path("SM_MODEL_DIR", SAGEMAKER_ROOT / "model")
+    )
     output_data_dir: Path = field(
         default_factory=lambda: _env_path("SM_OUTPUT_DATA_DIR", SAGEMAKER_ROOT / "output/data")
     )
     hyperparameters_file: Path = field(
-        default_factory=lambda: _env_path("SM_HPS_FILE", SAGEMAKER_ROOT / "input/config/hyperparameters.json")
+        default_factory=lambda: _env_path(
+            "SM_HPS_FILE", SAGEMAKER_ROOT / "input/config/hyperparameters.json"
+        )
     )
 
 
@@ -217,13 +227,17 @@ def _read_channel(folder: Path) -> list[dict[str, Any]]:
     return [record for path in files for record in read_jsonl(path)]
 
 
-def _encode(records: Sequence[Mapping[str, Any]], tokenizer: Any, hp: Hyperparameters) -> list[_Example]:
+def _encode(
+    records: Sequence[Mapping[str, Any]], tokenizer: Any, hp: Hyperparameters
+) -> list[_Example]:
     eos = [tokenizer.eos_token_id]
     examples = []
     for record in records:
         if hp.mode is Mode.FINE_TUNING:
             prompt = tokenizer(record["prompt"], add_special_tokens=False)["input_ids"]
-            completion = tokenizer(record["completion"], add_special_tokens=False)["input_ids"] + eos
+            completion = (
+                tokenizer(record["completion"], add_special_tokens=False)["input_ids"] + eos
+            )
             # Only the completion is learned: the prompt is context, its tokens carry no loss.
             ids, labels = prompt + completion, [-100] * len(prompt) + completion
         else:
@@ -308,7 +322,10 @@ def _validation_loss(
 
 
 def _log(**values: Any) -> None:
-    parts = [f"{key}={value:.6g};" if isinstance(value, float) else f"{key}={value};" for key, value in values.items()]
+    parts = [
+        f"{key}={value:.6g};" if isinstance(value, float) else f"{key}={value};"
+        for key, value in values.items()
+    ]
     print(" ".join(parts), flush=True)
 
 
@@ -358,8 +375,10 @@ def train(hp: Hyperparameters, paths: TrainingPaths) -> TrainingResult:
     device = _resolve_device(hp)
     base = Path(hp.base_model) if hp.base_model else paths.base_model_dir
     tokenizer = AutoTokenizer.from_pretrained(base)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    pad_id = (
+        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    )
+    model: Any = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     if hp.method == "lora":
         model = _attach_lora(model, hp)
     model.to(device)
@@ -367,12 +386,17 @@ def train(hp: Hyperparameters, paths: TrainingPaths) -> TrainingResult:
 
     train_examples = _encode(_read_channel(paths.train_dir), tokenizer, hp)
     validation_examples = _encode(_read_channel(paths.validation_dir), tokenizer, hp)
-    updates_per_epoch = math.ceil(math.ceil(len(train_examples) / hp.batch_size) / hp.gradient_accumulation_steps)
-    total_steps = hp.max_steps if hp.max_steps > 0 else max(1, math.ceil(updates_per_epoch * hp.epochs))
+    updates_per_epoch = math.ceil(
+        math.ceil(len(train_examples) / hp.batch_size) / hp.gradient_accumulation_steps
+    )
+    total_steps = (
+        hp.max_steps if hp.max_steps > 0 else max(1, math.ceil(updates_per_epoch * hp.epochs))
+    )
     eval_steps = hp.eval_steps if hp.eval_steps > 0 else updates_per_epoch
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=hp.learning_rate, weight_decay=hp.weight_decay)
-    scheduler = get_linear_schedule_with_warmup(optimizer, round(total_steps * hp.warmup_ratio), total_steps)
+    linear_schedule: Any = get_linear_schedule_with_warmup  # untyped in transformers
+    scheduler = linear_schedule(optimizer, round(total_steps * hp.warmup_ratio), total_steps)
     _log(
         mode=hp.mode.value,
         method=hp.method,
@@ -401,7 +425,7 @@ def train(hp: Hyperparameters, paths: TrainingPaths) -> TrainingResult:
             with _autocast(device, hp):
                 loss = model(**batch).loss / hp.gradient_accumulation_steps
             loss.backward()
-            step_loss += float(loss)
+            step_loss += float(loss.detach())
             trained_tokens += int(batch["attention_mask"].sum())
         torch.nn.utils.clip_grad_norm_(trainable, hp.max_grad_norm)
         optimizer.step()
@@ -427,7 +451,9 @@ def train(hp: Hyperparameters, paths: TrainingPaths) -> TrainingResult:
     if hp.method == "lora":
         model = model.merge_and_unload()
     model = model.to("cpu")
-    save_dtype = hp.save_dtype if hp.save_dtype != "auto" else ("bfloat16" if hp.bf16 else "float32")
+    save_dtype = (
+        hp.save_dtype if hp.save_dtype != "auto" else ("bfloat16" if hp.bf16 else "float32")
+    )
     model = model.to(getattr(torch, save_dtype))
     paths.model_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(paths.model_dir)
@@ -453,7 +479,11 @@ def train(hp: Hyperparameters, paths: TrainingPaths) -> TrainingResult:
     paths.output_data_dir.mkdir(parents=True, exist_ok=True)
     metrics_file = paths.output_data_dir / "metrics.json"
     metrics_file.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    _log(tokens_per_second=tokens_per_second, train_tokens=trained_tokens, train_seconds=train_seconds)
+    _log(
+        tokens_per_second=tokens_per_second,
+        train_tokens=trained_tokens,
+        train_seconds=train_seconds,
+    )
     return TrainingResult(model_dir=paths.model_dir, metrics_file=metrics_file, metrics=metrics)
 
 
@@ -463,7 +493,9 @@ def _parse_overrides(items: Sequence[str]) -> dict[str, str]:
     while index < len(items):
         item = items[index]
         if not item.startswith("--"):
-            raise ValueError(f"unexpected argument {item!r}; hyperparameters go as --name value or --name=value")
+            raise ValueError(
+                f"unexpected argument {item!r}; hyperparameters go as --name value or --name=value"
+            )
         name, separator, value = item[2:].partition("=")
         if not separator:
             # A bare flag (--bf16) is true; otherwise the next word is its value.
@@ -479,12 +511,16 @@ def build_parser() -> argparse.ArgumentParser:
     """Command-line options; any other ``--name value`` pair is read as a hyperparameter."""
     parser = argparse.ArgumentParser(
         prog="customize train",
-        description="Run a customization training job (SageMaker layout under /opt/ml unless overridden).",
+        description="Run a customization training job (SageMaker's /opt/ml layout by default).",
     )
     parser.add_argument("--train-dir", type=Path, help="train channel (default $SM_CHANNEL_TRAIN)")
     parser.add_argument("--validation-dir", type=Path, help="validation channel")
-    parser.add_argument("--base-model-dir", type=Path, help="base model (default the 'model' channel)")
-    parser.add_argument("--model-dir", type=Path, help="where the merged model goes (default $SM_MODEL_DIR)")
+    parser.add_argument(
+        "--base-model-dir", type=Path, help="base model (default the 'model' channel)"
+    )
+    parser.add_argument(
+        "--model-dir", type=Path, help="where the merged model goes (default $SM_MODEL_DIR)"
+    )
     parser.add_argument("--output-data-dir", type=Path, help="where metrics.json goes")
     parser.add_argument("--hyperparameters", type=Path, help="hyperparameters.json to read")
     return parser
@@ -519,7 +555,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
     result = train(hp, paths)
-    print(json.dumps({key: result.metrics[key] for key in ("mode", "steps", "tokens_per_second", "initial_validation_loss", "final_validation_loss")}))
+    print(
+        json.dumps(
+            {
+                key: result.metrics[key]
+                for key in (
+                    "mode",
+                    "steps",
+                    "tokens_per_second",
+                    "initial_validation_loss",
+                    "final_validation_loss",
+                )
+            }
+        )
+    )
     return 0
 
 
