@@ -35,16 +35,25 @@ def build_app(settings: Settings) -> FastAPI:
         from front_door.moderation import Moderator
         from front_door.sessions import SessionStore
 
-        runtime = create_sagemaker_runtime_client(settings)
-        endpoints = EndpointClient(runtime, max_concurrency=settings.max_pool_connections)
+        # One client per endpoint: adaptive retry mode rate-limits a client after throttling,
+        # and a throttled chat endpoint must not slow down moderation (or the reverse).
+        chat_runtime = create_sagemaker_runtime_client(settings)
+        moderation_runtime = create_sagemaker_runtime_client(settings)
+        limit = settings.max_pool_connections
+        endpoints = EndpointClient(chat_runtime, max_concurrency=limit)
+        moderator = Moderator(
+            EndpointClient(moderation_runtime, max_concurrency=limit),
+            settings.moderation_endpoint,
+            settings.blocked_labels,
+        )
         store = SessionStore.from_settings(settings)
-        moderator = Moderator(endpoints, settings.moderation_endpoint, settings.blocked_labels)
         app.state.session_store = store
         app.state.chat_service = ChatService(settings, endpoints, moderator, store)
         try:
             yield
         finally:
-            runtime.close()
+            chat_runtime.close()
+            moderation_runtime.close()
 
     app = FastAPI(
         title="Chatbot front door",

@@ -184,6 +184,8 @@ class ChatService:
         stream: ContainerStream | None = None
         if verdict.blocked:
             metrics.add("InputModerationBlocked", "Count", 1)
+            if expected_count is None:
+                title = REDACTED_INPUT  # the blocked text must not live on as the title
             get_logger().info("input blocked by moderation", extra={"label": verdict.label})
         else:
             body = request.to_container_request(history, max_new_tokens=max_new_tokens, stream=True)

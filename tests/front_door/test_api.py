@@ -1,0 +1,522 @@
+"""The front door over HTTP: emulator -> container servers -> scripted backends; moto sessions."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from front_door.app import build_app
+
+pytestmark = pytest.mark.timeout(120)
+
+REFUSAL = "I can't help with that request."
+FORBIDDEN = "zq-forbidden"
+DEFAULT_ANSWER = "Hello there, friend."
+
+
+def caller(name: str = "alice") -> dict[str, str]:
+    """Headers as the Lambda Web Adapter forwards an IAM-authenticated API Gateway request."""
+    context = {
+        "requestId": f"req-{name}-{time.monotonic_ns()}",
+        "identity": {"userArn": f"arn:aws:iam::123456789012:user/{name}"},
+    }
+    return {"x-amzn-request-context": json.dumps(context)}
+
+
+@pytest.fixture(scope="module")
+def table(module_session_table: str) -> str:
+    return module_session_table
+
+
+@pytest.fixture(scope="module")
+def front_door(chain, table, serve) -> Iterator[str]:
+    with serve(build_app(chain.settings(table))) as server:
+        yield server.url
+
+
+@pytest.fixture(scope="module")
+def client(front_door: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=front_door, timeout=60) as http:
+        yield http
+
+
+@pytest.fixture(autouse=True)
+def no_faults(chain) -> Iterator[None]:
+    chain.clear_faults()
+    yield
+    chain.clear_faults()
+
+
+def ask(client: httpx.Client, content: str, who: str = "alice", **extra: Any) -> httpx.Response:
+    body = {"messages": [{"role": "user", "content": content}], **extra}
+    return client.post("/v1/chat/completions", json=body, headers=caller(who))
+
+
+def stream(client: httpx.Client, body: dict[str, Any], who: str = "alice") -> list[Any]:
+    events: list[Any] = []
+    with client.stream(
+        "POST", "/v1/chat/completions", json={**body, "stream": True}, headers=caller(who)
+    ) as response:
+        assert response.status_code == 200, response.read()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                data = line.removeprefix("data: ")
+                events.append(data if data == "[DONE]" else json.loads(data))
+    return events
+
+
+def session(client: httpx.Client, session_id: str, who: str = "alice") -> dict[str, Any]:
+    response = client.get(f"/v1/sessions/{session_id}", headers=caller(who))
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def items_of(scan_table, table: str, session_id: str) -> list[dict[str, Any]]:
+    return [i for i in scan_table(table) if i["pk"]["S"] == f"SESSION#{session_id}"]
+
+
+# --- streaming and sessions ------------------------------------------------------------------
+
+
+def test_streaming_relays_chunks_with_session_moderation_and_sources(client):
+    events = stream(client, {"messages": [{"role": "user", "content": "hi"}]})
+    assert events[-1] == "[DONE]"
+    chunks = events[:-1]
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    session_ids = {c["session_id"] for c in chunks}
+    assert len(session_ids) == 1
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == DEFAULT_ANSWER
+    assert len(chunks) >= 3  # token by token, not one blob
+    last = chunks[-1]
+    assert last["choices"][0]["finish_reason"] == "stop"
+    assert last["moderation"] == {"input": "casual", "output": "casual"}
+    assert [s["id"] for s in last["sources"]] == ["doc-1", "doc-2"]
+    stored = session(client, session_ids.pop())
+    assert [(m["role"], m["content"]) for m in stored["messages"]] == [
+        ("user", "hi"),
+        ("assistant", DEFAULT_ANSWER),
+    ]
+    assert stored["messages"][1]["incomplete"] is False
+    assert stored["messages"][1]["sources"][0]["title"] == "Data engineering"
+
+
+def test_multibyte_text_split_across_payload_parts_arrives_intact(client):
+    events = stream(client, {"messages": [{"role": "user", "content": "unicode please"}]})
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in events[:-1])
+    assert text == "naïve café — 数据工程师 🚀 done"
+
+
+def test_non_streaming_response_and_continuation_sends_history(client, chain):
+    first = ask(client, "question-01")
+    assert first.status_code == 200, first.text
+    body = first.json()
+    assert body["object"] == "chat.completion"
+    assert body["choices"][0]["message"]["content"] == "answer-01"
+    session_id = body["session_id"]
+    second = ask(client, "question-02", session_id=session_id, retrieval=False)
+    assert second.status_code == 200, second.text
+    assert second.json()["session_id"] == session_id
+    assert second.json()["choices"][0]["message"]["content"] == "answer-02"
+    assert second.json()["sources"] == []
+    prompt = chain.chat_prompts()[-1]
+    assert prompt.index("question-01") < prompt.index("answer-01") < prompt.index("question-02")
+    stored = session(client, session_id)
+    assert [m["content"] for m in stored["messages"]] == [
+        "question-01",
+        "answer-01",
+        "question-02",
+        "answer-02",
+    ]
+    assert stored["message_count"] == 4
+
+
+def test_openai_sdk_streams_and_continues_a_session(front_door):
+    sdk = openai.OpenAI(
+        base_url=f"{front_door}/v1", api_key="unused", default_headers=caller("sdk-user")
+    )
+    chunks = list(
+        sdk.chat.completions.create(
+            model="chatbot",
+            messages=[{"role": "user", "content": "question-03"}],
+            stream=True,
+        )
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "answer-03"
+    last = chunks[-1].model_dump()  # our extensions survive the SDK's models
+    session_id = last["session_id"]
+    assert last["moderation"]["input"] == "casual"
+    assert [s["id"] for s in last["sources"]] == ["doc-1", "doc-2"]
+    reply = sdk.chat.completions.create(
+        model="chatbot",
+        messages=[{"role": "user", "content": "question-04"}],
+        extra_body={"session_id": session_id},
+    )
+    assert reply.choices[0].message.content == "answer-04"
+    assert (reply.model_extra or {})["session_id"] == session_id
+    with pytest.raises(openai.NotFoundError):
+        sdk.chat.completions.create(
+            model="chatbot",
+            messages=[{"role": "user", "content": "hi"}],
+            extra_body={"session_id": "0" * 32},
+        )
+
+
+def test_another_principal_gets_404_everywhere(client):
+    session_id = ask(client, "question-05", who="owner").json()["session_id"]
+    for response in (
+        client.get(f"/v1/sessions/{session_id}", headers=caller("intruder")),
+        client.delete(f"/v1/sessions/{session_id}", headers=caller("intruder")),
+        ask(client, "question-06", who="intruder", session_id=session_id),
+    ):
+        assert response.status_code == 404
+        assert response.json()["error"]["code"] == "session_not_found"
+    listed = client.get("/v1/sessions", headers=caller("intruder")).json()
+    assert session_id not in [s["session_id"] for s in listed["data"]]
+    assert len(session(client, session_id, who="owner")["messages"]) == 2
+
+
+def test_list_is_newest_first_paged_and_delete_removes_everything(client, scan_table, table):
+    ids = [ask(client, f"question-{i:02d}", who="lister").json()["session_id"] for i in range(3)]
+    page = client.get("/v1/sessions", params={"limit": 2}, headers=caller("lister")).json()
+    assert [s["session_id"] for s in page["data"]] == ids[::-1][:2]
+    assert page["has_more"] is True
+    rest = client.get(
+        "/v1/sessions", params={"limit": 2, "cursor": page["next_cursor"]}, headers=caller("lister")
+    ).json()
+    assert [s["session_id"] for s in rest["data"]] == [ids[0]]
+    deleted = client.delete(f"/v1/sessions/{ids[1]}", headers=caller("lister"))
+    assert deleted.status_code == 200
+    assert deleted.json() == {"session_id": ids[1], "deleted": True}
+    assert items_of(scan_table, table, ids[1]) == []
+    assert client.get(f"/v1/sessions/{ids[1]}", headers=caller("lister")).status_code == 404
+
+
+def test_healthz_needs_no_principal(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+BAD_REQUESTS: list[tuple[str, Any, int]] = [
+    ("not json", b"{not json", 400),
+    ("no messages", {"model": "x"}, 400),
+    ("empty messages", {"messages": []}, 400),
+    ("last turn not user", {"messages": [{"role": "assistant", "content": "hi"}]}, 400),
+    ("unknown role", {"messages": [{"role": "wizard", "content": "hi"}]}, 400),
+    ("content not text", {"messages": [{"role": "user", "content": 5}]}, 400),
+    ("temperature", {"messages": [{"role": "user", "content": "q"}], "temperature": 3}, 400),
+    ("top_p", {"messages": [{"role": "user", "content": "q"}], "top_p": 0}, 400),
+    ("max_tokens zero", {"messages": [{"role": "user", "content": "q"}], "max_tokens": 0}, 400),
+    ("max_tokens big", {"messages": [{"role": "user", "content": "q"}], "max_tokens": 10**6}, 400),
+    ("n", {"messages": [{"role": "user", "content": "q"}], "n": 2}, 400),
+    ("stop", {"messages": [{"role": "user", "content": "q"}], "stop": ["a"] * 5}, 400),
+    ("session id", {"messages": [{"role": "user", "content": "q"}], "session_id": "../x"}, 400),
+    (
+        "unknown session",
+        {"messages": [{"role": "user", "content": "q"}], "session_id": "f" * 32},
+        404,
+    ),
+    ("too long", {"messages": [{"role": "user", "content": "x" * 40_000}]}, 413),
+    ("too many", {"messages": [{"role": "user", "content": "q"}] * 65}, 413),
+]
+
+
+@pytest.mark.parametrize(("case", "body", "status"), BAD_REQUESTS, ids=[c[0] for c in BAD_REQUESTS])
+def test_bad_input_gets_the_openai_envelope_and_writes_nothing(
+    client, scan_table, table, case, body, status
+):
+    before = len(scan_table(table))
+    kwargs: dict[str, Any] = {"content": body} if isinstance(body, bytes) else {"json": body}
+    response = client.post(
+        "/v1/chat/completions",
+        headers={**caller("bad-input"), "content-type": "application/json"},
+        **kwargs,
+    )
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["message"]
+    assert error["type"] == "invalid_request_error"
+    assert len(scan_table(table)) == before
+
+
+def test_missing_principal_is_401(client):
+    response = client.post(
+        "/v1/chat/completions", json={"messages": [{"role": "user", "content": "q"}]}
+    )
+    assert response.status_code == 401
+    assert response.json()["error"]["type"] == "authentication_error"
+    assert client.get("/v1/sessions").status_code == 401
+
+
+def test_unknown_route_and_method_use_the_envelope(client):
+    assert client.get("/v1/nope").json()["error"]["code"] == "not_found"
+    assert client.put("/v1/chat/completions").status_code == 405
+
+
+# --- moderation ------------------------------------------------------------------------------
+
+
+def test_blocked_input_is_refused_and_not_stored(client, chain):
+    calls_before = len(chain.chat_prompts())
+    response = ask(client, f"please {FORBIDDEN} now")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["choices"][0]["finish_reason"] == "content_filter"
+    assert body["choices"][0]["message"]["content"] == REFUSAL
+    assert body["moderation"]["input"] == "needs intervention"
+    assert len(chain.chat_prompts()) == calls_before  # never reached the model
+    stored = session(client, body["session_id"])
+    assert FORBIDDEN not in json.dumps(stored)
+    assert stored["messages"][1]["content"] == REFUSAL
+
+
+def test_blocked_output_stops_the_stream_and_stores_the_refusal(client):
+    events = stream(client, {"messages": [{"role": "user", "content": "tell me the secret"}]})
+    assert events[-1] == "[DONE]"
+    chunks = events[:-1]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+    assert text.endswith(REFUSAL)
+    assert "word100" not in text  # the relay stopped at the window that was flagged
+    assert chunks[-1]["choices"][0]["finish_reason"] == "content_filter"
+    assert chunks[-1]["moderation"]["output"] == "needs intervention"
+    stored = session(client, chunks[0]["session_id"])
+    reply = stored["messages"][1]
+    assert reply["content"] == REFUSAL
+    assert reply["moderation"] == "needs intervention"
+    assert reply["finish_reason"] == "content_filter"
+    assert FORBIDDEN not in json.dumps(stored)
+
+
+def test_moderation_unavailable_fails_closed_with_503(client, chain, scan_table, table):
+    before = len(scan_table(table))
+    chain.set_faults(moderation={"model_error": 5})
+    response = ask(client, "question-07")
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "moderation_unavailable"
+    assert len(scan_table(table)) == before
+
+
+# --- upstream faults -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("faults", "status", "code"),
+    [
+        ({"throttle": 10}, 429, "upstream_throttled"),
+        ({"model_error": 2}, 502, "model_error"),
+        ({"service_unavailable": 10}, 503, "upstream_unavailable"),
+    ],
+)
+def test_faults_before_the_stream_map_to_statuses_and_keep_the_session(
+    chain, table, serve, faults, status, code
+):
+    # Its own app, one attempt: adaptive retries slow a throttled client down on purpose.
+    settings = chain.settings(table, endpoint_max_attempts=1)
+    with (
+        serve(build_app(settings)) as server,
+        httpx.Client(base_url=server.url, timeout=60) as client,
+    ):
+        session_id = ask(client, "question-08").json()["session_id"]
+        chain.set_faults(chat=faults)
+        for use_stream in (False, True):
+            response = ask(client, "question-09", session_id=session_id, stream=use_stream)
+            assert response.status_code == status, response.text
+            assert response.json()["error"]["code"] == code
+            if status == 429:
+                assert int(response.headers["retry-after"]) >= 1
+        chain.clear_faults()
+        messages = session(client, session_id)["messages"]
+    assert [m["content"] for m in messages] == [
+        "question-08",
+        "answer-08",
+    ]
+
+
+@pytest.mark.parametrize("fault", ["stream_error", "stream_failure"])
+def test_mid_stream_failure_ends_with_error_event_and_incomplete_turn(client, chain, fault):
+    chain.set_faults(chat={fault: 1, f"{fault}_after_parts": 12})
+    events = stream(client, {"messages": [{"role": "user", "content": "long please"}]})
+    assert events[-1] == "[DONE]"
+    error = events[-2]
+    assert error["error"]["code"] == "stream_interrupted"
+    session_id = error["session_id"]
+    relayed = "".join(e["choices"][0]["delta"].get("content") or "" for e in events[:-2])
+    stored = session(client, session_id)["messages"]
+    assert stored[1]["incomplete"] is True
+    assert stored[1]["content"] == relayed
+    assert stored[1]["finish_reason"] == "error"
+    # The session stays usable.
+    assert ask(client, "question-10", session_id=session_id).status_code == 200
+
+
+def test_mid_stream_failure_without_streaming_is_502_and_stored_incomplete(client, chain):
+    session_id = ask(client, "question-11").json()["session_id"]
+    chain.set_faults(chat={"stream_error": 1, "stream_error_after_parts": 5})
+    response = ask(client, "long please", session_id=session_id)
+    assert response.status_code == 502
+    messages = session(client, session_id)["messages"]
+    assert len(messages) == 4
+    assert messages[3]["incomplete"] is True
+
+
+def test_throttling_before_the_first_byte_is_retried_transparently(chain, table, serve):
+    settings = chain.settings(table, endpoint_max_attempts=3)
+    with (
+        serve(build_app(settings)) as server,
+        httpx.Client(base_url=server.url, timeout=60) as client,
+    ):
+        chain.set_faults(chat={"throttle": 1})
+        response = ask(client, "question-15", who="retried")
+        assert response.status_code == 200
+        assert response.json()["choices"][0]["message"]["content"] == "answer-15"
+        assert (
+            httpx.get(f"{chain.emulator.url}/_faults").json()["chatbot-test-chat"]["throttle"] == 0
+        )
+
+
+def test_slow_first_byte_past_the_read_timeout_is_504(chain, module_session_table, serve):
+    settings = chain.settings(
+        module_session_table, endpoint_read_timeout_s=0.3, endpoint_max_attempts=1
+    )
+    with serve(build_app(settings)) as server, httpx.Client(base_url=server.url) as http:
+        chain.set_faults(chat={"first_byte_delay_s": 2.0})
+        response = ask(http, "question-12", who="timeout")
+        assert response.status_code == 504
+        assert response.json()["error"]["type"] == "timeout_error"
+
+
+def test_client_disconnect_mid_stream_still_stores_the_partial_turn(client, front_door):
+    session_id = ask(client, "question-13").json()["session_id"]
+    received = ""
+    with (
+        httpx.Client(base_url=front_door, timeout=30) as http,
+        http.stream(
+            "POST",
+            "/v1/chat/completions",
+            json={
+                "messages": [{"role": "user", "content": "slow please"}],
+                "session_id": session_id,
+                "stream": True,
+            },
+            headers=caller(),
+        ) as response,
+    ):
+        for line in response.iter_lines():
+            if line.startswith("data: {"):
+                received += json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
+            if received.count("word") >= 3:
+                break  # closing the response drops the connection mid-stream
+    deadline = time.monotonic() + 20
+    while True:
+        messages = session(client, session_id)["messages"]
+        if len(messages) == 4 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant"]
+    assert messages[2]["content"] == "slow please"
+    assert messages[3]["incomplete"] is True
+    assert messages[3]["content"].startswith(received)
+    assert "word119" not in messages[3]["content"]
+
+
+# --- concurrency -----------------------------------------------------------------------------
+
+
+def test_twenty_concurrent_requests_on_one_session_lose_and_duplicate_nothing(client):
+    session_id = ask(client, "question-20", who="busy").json()["session_id"]
+
+    def turn(i: int) -> int:
+        return ask(
+            client, f"question-{i:02d}", who="busy", session_id=session_id, stream=i % 2 == 0
+        ).status_code
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        statuses = list(pool.map(turn, range(21, 41)))
+    assert statuses == [200] * 20
+    messages = session(client, session_id, who="busy")["messages"]
+    contents = [m["content"] for m in messages]
+    assert len(contents) == 42
+    questions = contents[0::2]
+    assert sorted(questions) == [f"question-{i:02d}" for i in range(20, 41)]
+    assert all(
+        a == q.replace("question", "answer") for q, a in zip(questions, contents[1::2], strict=True)
+    )
+    assert [m["seq"] for m in messages] == list(range(42))
+
+
+def test_fifty_sessions_in_parallel(client):
+    def conversation(i: int) -> tuple[str, int]:
+        first = ask(client, f"question-{i % 64:02d}", who=f"user-{i}", stream=i % 2 == 1)
+        assert first.status_code == 200
+        if i % 2 == 1:
+            session_id = json.loads(first.text.split("\n", 1)[0].removeprefix("data: "))[
+                "session_id"
+            ]
+        else:
+            session_id = first.json()["session_id"]
+        return session_id, len(session(client, session_id, who=f"user-{i}")["messages"])
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        results = list(pool.map(conversation, range(50)))
+    assert len({session_id for session_id, _ in results}) == 50
+    assert all(count == 2 for _, count in results)
+
+
+# --- observability ---------------------------------------------------------------------------
+
+
+def test_logs_carry_request_and_session_ids_and_metrics_are_emitted(client, chain, capsys):
+    import logging
+
+    from front_door.observability import get_logger
+
+    logger = get_logger()
+    lines: list[str] = []
+    lock = threading.Lock()
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            with lock:
+                lines.append(logger.registered_formatter.format(record))
+
+    handler = Collect()
+    logger.addHandler(handler)
+    try:
+        chain.set_faults(chat={"stream_error": 1, "stream_error_after_parts": 3})
+        headers = caller("observed")
+        request_id = json.loads(headers["x-amzn-request-context"])["requestId"]
+        response = client.post(
+            "/v1/chat/completions",
+            json={"messages": [{"role": "user", "content": "long please"}]},
+            headers=headers,
+        )
+        assert response.status_code == 502
+    finally:
+        logging.getLogger(logger.name).removeHandler(handler)
+    records = [json.loads(line) for line in lines]
+    failed = [r for r in records if r.get("message") == "turn failed"]
+    assert failed
+    assert failed[0]["request_id"] == request_id
+    assert len(failed[0]["session_id"]) == 32
+    assert failed[0]["service"] == "chatbot-front-door"
+    ask(client, "question-14", who="observed")
+    emitted = capsys.readouterr().out
+    documents = [json.loads(line) for line in emitted.splitlines() if '"_aws"' in line]
+    names = {
+        metric["Name"]
+        for doc in documents
+        for directive in doc["_aws"]["CloudWatchMetrics"]
+        for metric in directive["Metrics"]
+    }
+    assert {"TimeToFirstToken", "TokensOut", "ModerationChecks", "Errors"} <= names
