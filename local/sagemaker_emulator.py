@@ -170,7 +170,9 @@ class EmulatorSettings(BaseSettings):
     region: str = "us-east-1"
     max_part_bytes: int | None = Field(default=None, ge=1)
     split_seed: int | None = None
-    invoke_timeout_s: float = Field(default=60.0, gt=0, description="whole InvokeEndpoint call")
+    invoke_timeout_s: float = Field(
+        default=60.0, gt=0, description="InvokeEndpoint: longest wait for the container to answer"
+    )
     stream_read_timeout_s: float = Field(
         default=60.0, gt=0, description="streaming: longest wait for the next upstream byte"
     )

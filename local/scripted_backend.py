@@ -353,7 +353,8 @@ class _TruncatedResponse(Response):
         await send(
             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         )
-        await send({"type": "http.response.body", "body": self.body[: len(self.body) // 2]})
+        half = self.body[: len(self.body) // 2]
+        await send({"type": "http.response.body", "body": half, "more_body": True})
         raise ScriptedDisconnectError("scripted disconnect before the response completed")
 
 
