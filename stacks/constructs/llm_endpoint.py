@@ -198,7 +198,20 @@ class LlmEndpoint(Construct):
             scalable_dimension="sagemaker:variant:DesiredInstanceCount",
             min_capacity=scaling.min_instances,
             max_capacity=scaling.max_instances,
+            # Application Auto Scaling acts for SageMaker through its service-linked role; the
+            # role CDK would otherwise create has no permissions and would fail to scale.
+            role=iam.Role.from_role_arn(
+                self,
+                "AutoScalingServiceLinkedRole",
+                f"arn:{Aws.PARTITION}:iam::{Aws.ACCOUNT_ID}:role/aws-service-role/"
+                "sagemaker.application-autoscaling.amazonaws.com/"
+                "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint",
+            ),
         )
+        # Without RoleARN the service creates that service-linked role when it is missing.
+        cfn_target = target.node.default_child
+        assert isinstance(cfn_target, appscaling.CfnScalableTarget)
+        cfn_target.add_property_deletion_override("RoleARN")
         target.node.add_dependency(self.cfn_endpoint)
         target.scale_to_track_metric(
             "ConcurrencyTracking",

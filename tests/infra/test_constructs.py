@@ -315,6 +315,8 @@ class TestLlmEndpoint:
     def test_autoscaling_on_concurrency_where_configured(self, template: Template) -> None:
         targets = template.find_resources("AWS::ApplicationAutoScaling::ScalableTarget")
         assert len(targets) == 1
+        roles = json.dumps(template.find_resources("AWS::IAM::Role"))
+        assert "application-autoscaling" not in roles
         template.has_resource_properties(
             "AWS::ApplicationAutoScaling::ScalableTarget",
             {
@@ -323,6 +325,7 @@ class TestLlmEndpoint:
                 "ServiceNamespace": "sagemaker",
                 "MinCapacity": 2,
                 "MaxCapacity": 8,
+                "RoleARN": Match.absent(),
             },
         )
         template.has_resource_properties(
