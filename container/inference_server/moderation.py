@@ -68,7 +68,8 @@ class Moderator:
         if prompt_template.count(_INPUT_PLACEHOLDER) != 1:
             raise ValueError("the moderation prompt needs exactly one {input} placeholder")
         self._backend = backend
-        self._before, self._after = prompt_template.split(_INPUT_PLACEHOLDER)
+        # The file's final newline would make the model start a new line instead of a label.
+        self._before, self._after = prompt_template.rstrip().split(_INPUT_PLACEHOLDER)
         self._max_tokens = max_tokens
 
     def render(self, text: str) -> str:
