@@ -266,7 +266,7 @@ class FrontDoorApi(Construct):
     def _acknowledge_api(self, settings: FrontDoorConfig) -> None:
         Validations.of(self.api.deployment_stage).acknowledge(
             Acknowledgment(
-                id="AwsSolutions-APIG3",
+                id="AwsSolutions::AwsSolutions-APIG3",
                 reason="Every method requires IAM or Cognito authorization and the stage "
                 "throttles per environment; a WAF web ACL is attached by the account's "
                 "firewall policy where the organisation runs one.",
@@ -275,7 +275,7 @@ class FrontDoorApi(Construct):
         cloud_watch_role = self.api.node.find_child("CloudWatchRole")
         Validations.of(cloud_watch_role).acknowledge(
             Acknowledgment(
-                id="AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+                id="AwsSolutions::AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
                 "AmazonAPIGatewayPushToCloudWatchLogs]",
                 reason="The account-level API Gateway logging role needs exactly the logs "
                 "actions of this AWS managed policy; only apigateway.amazonaws.com can "
@@ -285,5 +285,5 @@ class FrontDoorApi(Construct):
         if settings.auth == "iam":
             for method in self.methods:
                 Validations.of(method).acknowledge(
-                    Acknowledgment(id="AwsSolutions-COG4", reason=_IAM_AUTH_REASON)
+                    Acknowledgment(id="AwsSolutions::AwsSolutions-COG4", reason=_IAM_AUTH_REASON)
                 )

@@ -119,7 +119,7 @@ class LlmEndpoint(Construct):
         if instance.nvme_backed:
             Validations.of(self.cfn_endpoint_config).acknowledge(
                 Acknowledgment(
-                    id="AwsSolutions-SM2",
+                    id="AwsSolutions::AwsSolutions-SM2",
                     reason=f"{instance.name} stores data on local NVMe instance storage, which "
                     "Nitro encrypts in hardware (AES-256); SageMaker rejects a KmsKeyId for "
                     "such instances.",
@@ -180,7 +180,7 @@ class LlmEndpoint(Construct):
                 "grant is confined to this endpoint's own log group.",
             ),
             Acknowledgment(
-                id="AwsSolutions-IAM5[Resource::*]",
+                id="AwsSolutions::AwsSolutions-IAM5[Resource::*]",
                 reason="ecr:GetAuthorizationToken and cloudwatch:PutMetricData have no "
                 "resource-level permissions; PutMetricData is confined by a "
                 "cloudwatch:namespace condition to the SageMaker endpoint namespace.",

@@ -59,7 +59,7 @@ class ModelAssetsBucket(Construct):
         )
         Validations.of(self.access_logs).acknowledge(
             Acknowledgment(
-                id="AwsSolutions-S1",
+                id="AwsSolutions::AwsSolutions-S1",
                 reason="This is the server-access-log destination of the model-assets bucket; "
                 "logging it into itself would loop. Writes come only from the S3 log delivery "
                 "service (bucket policy) over TLS.",

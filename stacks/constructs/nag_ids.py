@@ -20,7 +20,8 @@ def nag_resource_id(rule: str, resource: str) -> str:
     Returns
     -------
     str
-        E.g. ``AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::bucket/models/x/*]``.
+        E.g. ``AwsSolutions::AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::b/x/*]``:
+        the validation plugin's name, then the finding, as synth's report spells it.
     """
     for token, name in (
         (Aws.PARTITION, "AWS::Partition"),
@@ -28,4 +29,4 @@ def nag_resource_id(rule: str, resource: str) -> str:
         (Aws.ACCOUNT_ID, "AWS::AccountId"),
     ):
         resource = resource.replace(token, f"<{name}>")
-    return f"{rule}[Resource::{resource}]"
+    return f"{rule.split('-')[0]}::{rule}[Resource::{resource}]"

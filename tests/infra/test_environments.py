@@ -31,10 +31,38 @@ def test_every_stack_is_present(synthesized: Synthesized, env: str) -> None:
     assert sorted(synthesized.templates[env]) == sorted(STACKS)
 
 
-def test_cdk_nag_reports_no_unacknowledged_finding(synthesized: Synthesized) -> None:
-    # Synth raises on any unacknowledged finding; the report must also carry none.
-    for plugin in synthesized.validation_report.get("pluginReports", []):
-        assert plugin["violations"] == [], plugin["pluginName"]
+def _acknowledgements(synthesized: Synthesized, env: str) -> list[tuple[str, str, str]]:
+    """(construct path, rule id, reason) of every acknowledgement recorded in ``env``."""
+    found: list[tuple[str, str, str]] = []
+    for path in (synthesized.outdir / f"assembly-chatbot-{env}").glob("*.metadata.json"):
+        for construct, entries in json.loads(path.read_text()).items():
+            for entry in entries:
+                if entry["type"] == "aws:cdk:acknowledged-rules":
+                    found.extend((construct, rule, why) for rule, why in entry["data"].items())
+    return found
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_cdk_nag_reports_no_unacknowledged_finding(synthesized: Synthesized, env: str) -> None:
+    # Synth raises on any unacknowledged finding; the report must carry none for this stage.
+    stage = f"chatbot-{env}/"
+    for plugin in synthesized.validation_report["pluginReports"]:
+        paths = [c["constructPath"] for v in plugin["violations"] for c in v["violatingConstructs"]]
+        assert [p for p in paths if p.startswith(stage)] == [], plugin["pluginName"]
+    acknowledged = _acknowledgements(synthesized, env)
+    nag = [(path, rule, why) for path, rule, why in acknowledged if rule.startswith("AwsSolutions")]
+    assert all(rule.startswith("AwsSolutions::AwsSolutions-") for _, rule, _ in nag)
+    assert all(len(why) > 40 for _, _, why in nag)
+    by_rule: dict[str, set[str]] = {}
+    for path, rule, _ in nag:
+        by_rule.setdefault(rule, set()).add(path)
+    assert by_rule["AwsSolutions::AwsSolutions-SM2"] == {
+        f"/chatbot-{env}/Inference/ChatEndpoint/EndpointConfig",
+        f"/chatbot-{env}/Inference/ModerationEndpoint/EndpointConfig",
+    }
+    # Only IAM-authorized environments waive the Cognito-authorizer rule, method by method.
+    cognito_waivers = by_rule.get("AwsSolutions::AwsSolutions-COG4", set())
+    assert len(cognito_waivers) == (5 if env == "dev" else 0)
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
