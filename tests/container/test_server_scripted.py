@@ -251,7 +251,13 @@ def test_moderation_labels_follow_the_scripted_backend(stack: Stack) -> None:
     sent = httpx.get(f"{stack.backend.url}/_stats").json()["last_requests"][-1]["body"]
     assert sent["temperature"] == 0.0
     assert sent["prompt"].endswith("Input: DELTA text\nOutput:")
-    for bad in ({"inputs": []}, {"inputs": 3}, {"text": "x"}, {"inputs": ["x"] * 33}):
+    bad_bodies: list[dict[str, Any]] = [
+        {"inputs": []},
+        {"inputs": 3},
+        {"text": "x"},
+        {"inputs": ["x"] * 33},
+    ]
+    for bad in bad_bodies:
         response = httpx.post(url, json=bad, timeout=30)
         assert response.status_code == 400
         assert response.json()["error"]["type"] == "invalid_request"
