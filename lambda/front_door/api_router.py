@@ -38,6 +38,19 @@ router = APIRouter()
 
 _SESSION_ID = re.compile(SESSION_ID_PATTERN)
 _DONE = b"data: [DONE]\n\n"
+_SSE_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "One server-sent event.",
+    "properties": {
+        "event": {"type": "string"},
+        "data": {
+            "type": "string",
+            "description": "A chat.completion.chunk (JSON), an error envelope with session_id "
+            "(JSON) after a mid-stream failure, or the literal [DONE].",
+        },
+    },
+    "required": ["data"],
+}
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -182,7 +195,7 @@ async def healthz() -> Health:
         200: {
             "description": "A chat.completion, or with stream=true an SSE stream of "
             "chat.completion.chunk events ending with `data: [DONE]`.",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "content": {"text/event-stream": {"schema": _SSE_EVENT_SCHEMA}},
         },
         **_errors(400, 401, 404, 409, 413, 429, 502, 503, 504),
     },

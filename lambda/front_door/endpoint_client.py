@@ -15,6 +15,8 @@ import anyio.to_thread
 
 from front_door.errors import (
     FrontDoorError,
+    InvalidRequestError,
+    RequestTooLargeError,
     StreamInterruptedError,
     UpstreamModelError,
     UpstreamThrottledError,
@@ -146,6 +148,22 @@ def iterate_stream_objects(events: Iterable[dict[str, Any]]) -> Iterator[dict[st
         raise StreamInterruptedError("The connection to the model stream broke.") from exc
 
 
+def _model_error(response: dict[str, Any]) -> FrontDoorError:
+    """A container 4xx wrapped in ``ModelError`` is the caller's fault; anything else is ours."""
+    original = int(response.get("OriginalStatusCode") or 0)
+    if original not in (400, 413, 422):
+        return UpstreamModelError("The model failed to process the request.")
+    message = "The model rejected the request."
+    try:
+        detail = json.loads(str(response.get("OriginalMessage") or ""))
+        message = str(detail["error"]["message"]) or message
+    except (ValueError, KeyError, TypeError):
+        pass
+    if original == 413:
+        return RequestTooLargeError(message, param="messages")
+    return InvalidRequestError(message)
+
+
 def map_client_error(exc: Exception) -> FrontDoorError:
     """Map a botocore error raised before the first byte onto a typed front-door error.
 
@@ -158,7 +176,8 @@ def map_client_error(exc: Exception) -> FrontDoorError:
     Returns
     -------
     FrontDoorError
-        429 for throttling, 502 for model errors, 503 when unavailable, 504 on timeouts.
+        429 for throttling, 502 for model errors (400/413 when the container refused the
+        request as invalid or too long), 503 when unavailable, 504 on timeouts.
     """
     from botocore.exceptions import (
         ClientError,
@@ -179,7 +198,7 @@ def map_client_error(exc: Exception) -> FrontDoorError:
                 "The model endpoint is throttling requests.", retry_after_s=seconds
             )
         if code == "ModelError":
-            return UpstreamModelError("The model failed to process the request.")
+            return _model_error(exc.response)
         if code in _UNAVAILABLE_CODES or status >= 500:
             return UpstreamUnavailableError("The model endpoint is unavailable.")
         return UpstreamModelError(f"The model endpoint rejected the request ({code or status}).")

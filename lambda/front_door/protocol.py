@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
+StopWord = Annotated[str, Field(min_length=1)]
 
 
 class TextContentPart(BaseModel):
     """One text part of a multi-part message content (the OpenAI ``content: [...]`` form)."""
+
+    model_config = ConfigDict(strict=True)
 
     type: Literal["text"]
     text: str
@@ -19,7 +22,7 @@ class TextContentPart(BaseModel):
 class ChatMessage(BaseModel):
     """One message of a chat request."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[TextContentPart]
@@ -38,16 +41,19 @@ class ChatMessage(BaseModel):
 class StreamOptions(BaseModel):
     """OpenAI ``stream_options``; ``include_usage`` adds usage to the last chunk."""
 
+    model_config = ConfigDict(strict=True)
+
     include_usage: bool = False
 
 
 class ChatCompletionRequest(BaseModel):
     """``POST /v1/chat/completions`` body: the OpenAI fields we honour plus our extensions.
 
-    Unknown fields are ignored so that any OpenAI client works unchanged.
+    Unknown fields are ignored so that any OpenAI client works unchanged; known ones are
+    strictly typed (``"seed": false`` is an error, not 0), as OpenAI's API does.
     """
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     model: str | None = Field(default=None, max_length=256)
     messages: list[ChatMessage] = Field(min_length=1)
@@ -55,7 +61,7 @@ class ChatCompletionRequest(BaseModel):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    stop: str | list[str] | None = None
+    stop: StopWord | Annotated[list[StopWord], Field(max_length=4)] | None = None
     seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
     n: int | None = Field(default=None, ge=1, le=1)
     stream: bool = False
@@ -63,14 +69,6 @@ class ChatCompletionRequest(BaseModel):
     user: str | None = Field(default=None, max_length=256)
     session_id: str | None = Field(default=None, pattern=SESSION_ID_PATTERN)
     retrieval: bool = True
-
-    @field_validator("stop")
-    @classmethod
-    def _stop_sequences(cls, stop: str | list[str] | None) -> str | list[str] | None:
-        sequences = [stop] if isinstance(stop, str) else (stop or [])
-        if len(sequences) > 4 or any(not item for item in sequences):
-            raise ValueError("at most 4 non-empty stop sequences")
-        return stop
 
     @model_validator(mode="after")
     def _ends_with_user_turn(self) -> ChatCompletionRequest:

@@ -49,7 +49,8 @@ class Settings(BaseSettings):
     max_request_chars: PositiveInt = 32_000
     max_request_messages: PositiveInt = 64
     max_tokens_default: PositiveInt = 512
-    max_tokens_limit: PositiveInt = 4096
+    # Keep at or below the container's OPTION_MAX_NEW_TOKENS_CAP (default 1024 there).
+    max_tokens_limit: PositiveInt = 1024
 
     # Prompt history window: at most this many stored messages and characters.
     history_max_messages: PositiveInt = 20

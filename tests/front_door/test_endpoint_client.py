@@ -173,6 +173,17 @@ def test_errors_before_the_first_byte_map_to_statuses(error, expected, status):
     assert mapped.envelope()["error"]["type"]
 
 
+@pytest.mark.parametrize(("original", "status"), [(400, 400), (422, 400), (413, 413), (500, 502)])
+def test_model_error_keeps_the_containers_verdict_on_bad_requests(original, status):
+    error = client_error("ModelError", 424)
+    error.response["OriginalStatusCode"] = original
+    error.response["OriginalMessage"] = json.dumps({"error": {"message": "prompt too long"}})
+    mapped = map_client_error(error)
+    assert mapped.status_code == status
+    if status < 500:
+        assert mapped.message == "prompt too long"
+
+
 def test_throttling_carries_retry_after():
     mapped = map_client_error(client_error("ThrottlingException", 400, {"retry-after": "7"}))
     assert mapped.headers() == {"Retry-After": "7"}
