@@ -7,6 +7,7 @@ import hashlib
 import io
 import os
 import tarfile
+import tempfile
 from pathlib import Path
 
 from aws_cdk import Aws
@@ -90,9 +91,10 @@ class ModelArtifact(Construct):
         build_dir.mkdir(parents=True, exist_ok=True)
         self.archive_path = build_dir / f"{source_dir.name}-{digest}.tar.gz"
         if not self.archive_path.exists():
-            partial = self.archive_path.with_suffix(".partial")
-            partial.write_bytes(archive)
-            partial.replace(self.archive_path)
+            # A unique temporary name, then an atomic rename: concurrent synths may race here.
+            with tempfile.NamedTemporaryFile(dir=build_dir, suffix=".partial", delete=False) as f:
+                f.write(archive)
+            Path(f.name).replace(self.archive_path)
         self.asset = s3_assets.Asset(self, "Archive", path=str(self.archive_path))
 
     @property
