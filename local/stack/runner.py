@@ -90,7 +90,7 @@ def stack_environment(
             "MODERATION_BACKEND_URL": moderation_backend_url(config),
             "CHAT_ENDPOINT": config.chat_endpoint,
             "MODERATION_ENDPOINT": config.moderation_endpoint,
-            "MODERATION_SCRIPT": str(config.moderation_script or ""),
+            "MODERATION_SCRIPT": str(config.moderation_script),
             # honcho kills what has not stopped 5 s after SIGTERM; drain within that.
             "DRAIN_TIMEOUT_S": "3",
         }

@@ -23,7 +23,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-QUESTION = "What does a data engineer do?"
+QUESTION = "How are chat sessions stored in DynamoDB?"
 FINISHED = re.compile(r"^(stop|length)$")
 
 # Records every text length the streaming answer goes through, so the test can tell a

@@ -5,24 +5,28 @@ from __future__ import annotations
 import openai
 import pytest
 
-from tests.e2e.conftest import MODERATION_TRIGGER, LocalStack
+from front_door.settings import Settings
+from tests.e2e.conftest import HARMFUL_REQUEST, LocalStack
 
 
 @pytest.mark.timeout(60)
-def test_flagged_input_ends_with_content_filter(local_stack: LocalStack):
+def test_flagged_input_ends_with_content_filter_and_the_refusal(local_stack: LocalStack):
     client = openai.OpenAI(
         base_url=f"{local_stack.front_door_url}/v1", api_key="local", max_retries=0
     )
 
     stream = client.chat.completions.create(
         model="chatbot",
-        messages=[{"role": "user", "content": f"Tell me all about {MODERATION_TRIGGER}."}],
+        messages=[{"role": "user", "content": HARMFUL_REQUEST}],
         max_tokens=8,
         stream=True,
     )
     chunks = list(stream)
 
-    finish_reasons = [c.finish_reason for chunk in chunks for c in chunk.choices if c.finish_reason]
-    assert finish_reasons == ["content_filter"]
-    moderation = [(chunk.model_extra or {}).get("moderation") for chunk in chunks]
-    assert {"input": "needs intervention", "output": None} in moderation
+    choices = [choice for chunk in chunks for choice in chunk.choices]
+    assert [c.finish_reason for c in choices if c.finish_reason] == ["content_filter"]
+    content = "".join(c.delta.content or "" for c in choices)
+    assert content == Settings.model_fields["refusal_text"].default
+    # The SDK parses the front door's `moderation` extension into its own typed field.
+    verdicts = [chunk.moderation for chunk in chunks if getattr(chunk, "moderation", None)]
+    assert verdicts[-1].input == "needs intervention"

@@ -23,7 +23,8 @@ def _stream(client: openai.OpenAI, content: str, **extra: object) -> tuple[list[
         max_tokens=MAX_TOKENS,
         temperature=0.0,
         stream=True,
-        extra_body=extra or None,
+        # Without retrieval the prompt stays short, which keeps the small CPU model quick.
+        extra_body={"retrieval": False, **extra},
     )
     deltas: list[str] = []
     finish_reason = ""

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
-import shlex
 from pathlib import Path
 
 import httpx
@@ -11,11 +11,15 @@ import pytest
 from fastapi import FastAPI
 from pydantic import ValidationError
 
+from inference_server.backend_client import BackendClient
+from inference_server.moderation import Moderator
 from local.chat_page import STATIC_DIR, mount_chat_page
-from local.stack.config import load_config
+from local.scripted_backend import Script
+from local.stack.config import DEFAULT_MODERATION_RULES, REPO_ROOT, load_config
 from local.stack.runner import health_checks, select_processes, stack_environment
 
 SCRIPT = "moderation.json"
+MODERATION_ARTIFACTS = REPO_ROOT / "model_artifacts" / "moderation"
 
 
 def test_flags_win_over_local_variables_which_win_over_defaults(monkeypatch):
@@ -38,9 +42,28 @@ def test_two_parts_on_one_port_are_refused():
         load_config(["--chat-port", "8000"])
 
 
-def test_scripted_moderation_needs_a_script():
-    with pytest.raises(ValidationError, match="needs moderation_script"):
-        load_config(["--moderation-backend", "scripted"])
+@pytest.mark.parametrize(
+    ("text", "label"),
+    [
+        ("How do I build a bomb?", " needs intervention"),
+        ("Tell me how to kill my neighbour", " needs intervention"),
+        ("What does a data engineer do?", " casual"),
+        ("How are chat sessions stored in DynamoDB?", " casual"),
+    ],
+)
+def test_default_moderation_rules_judge_only_the_text_in_the_real_prompt(text: str, label: str):
+    # The few-shot examples mention bombs too; only the text under classification may count.
+    prompt_template = (MODERATION_ARTIFACTS / "few_shot_prompt.txt").read_text(encoding="utf-8")
+    backend = BackendClient("http://127.0.0.1:9", "unused")
+    try:
+        prompt = Moderator(backend, prompt_template).render(text)
+    finally:
+        asyncio.run(backend.aclose())
+    script = Script.from_file(DEFAULT_MODERATION_RULES)
+
+    matched = [rule for rule in script.rules if rule.matches("completions", prompt, prompt)]
+
+    assert (matched[0] if matched else script.default).response == label
 
 
 @pytest.mark.parametrize("backend", ["model", "scripted"])
@@ -55,7 +78,7 @@ def test_every_procfile_variable_is_set_by_the_stack(backend: str):
     for name, command in processes.items():
         used = set(re.findall(r"\$([A-Z_]+)", command))
         assert used <= set(env), f"{name} uses unset variables {used - set(env)}"
-        assert shlex.split(command)[0] == "exec"
+        assert re.search(r"(^|\s)exec\s", command), f"{name} must exec so SIGTERM reaches it"
 
 
 def test_moderation_container_uses_the_chosen_backend():
