@@ -1,0 +1,201 @@
+"""The customization pipeline construct in a bare Stack: states, job definitions, IAM scope."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aws_cdk import App, Stack, Validations
+from aws_cdk import aws_ecr_assets as ecr_assets
+from aws_cdk.assertions import Template
+from cdk_nag import AwsSolutionsChecks
+
+from stacks.config import load_environment
+from stacks.constructs.customization_pipeline import CustomizationPipeline
+from stacks.constructs.llm_endpoint import LlmEndpoint
+from stacks.constructs.model_artifact import ModelArtifact
+from stacks.constructs.model_assets_bucket import ModelAssetsBucket
+from tests.infra.conftest import REPO_ROOT
+
+def _resolve_join(value: Any) -> str:
+    """Flatten an ``Fn::Join`` of literals and pseudo-parameters into one string."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and "Fn::Join" in value:
+        separator, parts = value["Fn::Join"]
+        return separator.join(_resolve_join(part) for part in parts)
+    if isinstance(value, dict) and "Ref" in value:
+        return f"<{value['Ref']}>"
+    if isinstance(value, dict) and "Fn::GetAtt" in value:
+        return f"<{'.'.join(value['Fn::GetAtt'])}>"
+    return "<token>"  # Fn::Sub and the like: only literals matter to these tests
+
+
+def _build(app: App, context: dict[str, Any], root: Path, *, use_spot: bool) -> Stack:
+    (root / "chat").mkdir(exist_ok=True)
+    (root / "chat" / "serving.properties").write_text("option.role=chat\n")
+    stack = Stack(app, "Test")
+    bucket = ModelAssetsBucket(stack, "Assets", env_name="test", protect_data=False)
+    image = ecr_assets.DockerImageAsset(
+        stack, "Image", directory=str(REPO_ROOT / "container"), build_args={"BASE_IMAGE": "example/base:1"}
+    )
+    artifact = ModelArtifact(stack, "Artifact", source_dir=root / "chat", build_dir=root / "build")
+    settings = load_environment(context, "dev").chat
+    chat = LlmEndpoint(
+        stack,
+        "Chat",
+        endpoint_name="chatbot-test-chat",
+        settings=settings,
+        image=image,
+        artifact=artifact,
+        assets_bucket=bucket,
+    )
+    CustomizationPipeline(
+        stack,
+        "Customization",
+        env_name="test",
+        assets_bucket=bucket,
+        base_weights_name="smollm2-135m",
+        training_image=image,
+        serving_image=image,
+        chat_endpoint=chat,
+        chat_model_data_url=artifact.s3_url,
+        use_spot=use_spot,
+    )
+    return stack
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["on-demand", "spot"])
+def synthesized(
+    request: pytest.FixtureRequest,
+    cdk_json_context: dict[str, Any],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Template, dict[str, Any], Stack]:
+    stack = _build(App(), cdk_json_context, tmp_path_factory.mktemp("artifacts"), use_spot=request.param)
+    template = Template.from_stack(stack)
+    [machine] = template.find_resources("AWS::StepFunctions::StateMachine").values()
+    definition = json.loads(_resolve_join(machine["Properties"]["DefinitionString"]))
+    return template, definition, stack
+
+
+def test_states_run_validate_train_evaluate_register_then_approval(synthesized) -> None:
+    _, definition, _ = synthesized
+    states = definition["States"]
+    assert definition["StartAt"] == "ValidateData"
+    order = ["ValidateData", "Train", "Evaluate", "Register", "WaitForApproval", "ReadApproval", "Approved?"]
+    for current, following in zip(order, order[1:], strict=False):
+        assert states[current]["Next"] == following, current
+    choice = states["Approved?"]
+    assert choice["Default"] == "WaitForApproval"
+    targets = {rule["StringEquals"]: rule["Next"] for rule in choice["Choices"]}
+    assert targets == {"Approved": "CreateModel", "Rejected": "Rejected"}
+    assert states["CreateModel"]["Next"] == "CreateEndpointConfig"
+    assert states["CreateEndpointConfig"]["Next"] == "RollOut"
+    assert states["RollOut"]["Next"] == "Deployed"
+
+
+def test_jobs_wait_for_completion_and_run_our_entrypoints(synthesized) -> None:
+    _, definition, _ = synthesized
+    states = definition["States"]
+    assert states["ValidateData"]["Resource"].endswith(":states:::sagemaker:createProcessingJob.sync")
+    assert states["Train"]["Resource"].endswith(":states:::sagemaker:createTrainingJob.sync")
+    assert states["Evaluate"]["Resource"].endswith(":states:::sagemaker:createProcessingJob.sync")
+    validate = states["ValidateData"]["Parameters"]["AppSpecification"]
+    assert validate["ContainerEntrypoint"] == ["python", "-m", "customize", "prepare", "split"]
+    assert "$.mode" in validate["ContainerArguments.$"]
+    evaluate = states["Evaluate"]["Parameters"]["AppSpecification"]
+    assert evaluate["ContainerEntrypoint"] == ["python", "-m", "customize", "evaluate"]
+    assert "'--require-improvement'" in evaluate["ContainerArguments.$"]
+    training = states["Train"]["Parameters"]
+    assert training["AlgorithmSpecification"]["ContainerEntrypoint"] == ["python", "-m", "customize.train"]
+    names = {metric["Name"] for metric in training["AlgorithmSpecification"]["MetricDefinitions"]}
+    assert names == {"train_loss", "validation_loss", "tokens_per_second"}
+    assert training["HyperParameters.$"] == "$.hyperparameters"
+    assert training["TrainingJobName.$"].startswith("States.Format('chatbot-test-cust-{}-train', $.run_id")
+    channels = {channel["ChannelName"] for channel in training["InputDataConfig"]}
+    assert channels == {"train", "validation", "model"}
+    assert training["OutputDataConfig"]["CompressionType"] == "NONE"
+
+
+def test_spot_training_checkpoints_only_when_enabled(synthesized) -> None:
+    _, definition, stack = synthesized
+    training = definition["States"]["Train"]["Parameters"]
+    pipeline = stack.node.find_child("Customization")
+    assert isinstance(pipeline, CustomizationPipeline)
+    if pipeline.use_spot:
+        assert training["EnableManagedSpotTraining"] is True
+        assert training["CheckpointConfig"]["LocalPath"] == "/opt/ml/checkpoints"
+        assert "checkpoints" in training["CheckpointConfig"]["S3Uri.$"]
+        stopping = training["StoppingCondition"]
+        assert stopping["MaxWaitTimeInSeconds"] == 2 * stopping["MaxRuntimeInSeconds"]
+    else:
+        assert "EnableManagedSpotTraining" not in training
+        assert "MaxWaitTimeInSeconds" not in training["StoppingCondition"]
+
+
+def test_registration_carries_metrics_and_rollout_is_blue_green_with_alarm_rollback(synthesized) -> None:
+    template, definition, _ = synthesized
+    states = definition["States"]
+    register = states["Register"]["Parameters"]
+    assert register["ModelPackageGroupName"] == "chatbot-test-chat"
+    assert register["ModelApprovalStatus"] == "PendingManualApproval"
+    assert "evaluation/evaluation.json" in register["ModelMetrics"]["ModelQuality"]["Statistics"]["S3Uri.$"]
+    template.has_resource_properties(
+        "AWS::SageMaker::ModelPackageGroup", {"ModelPackageGroupName": "chatbot-test-chat"}
+    )
+    roll_out = states["RollOut"]["Parameters"]
+    assert roll_out["EndpointName"] == "chatbot-test-chat"
+    policy = roll_out["DeploymentConfig"]
+    assert policy["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]["Type"] == "ALL_AT_ONCE"
+    assert len(policy["AutoRollbackConfiguration"]["Alarms"]) == 2
+    model = states["CreateModel"]["Parameters"]
+    assert "training/chatbot-test-cust-{}-train/output/model/" in model["PrimaryContainer"]["Environment"]["OPTION_MODEL_ID.$"]
+
+
+def _statements(template: Template) -> list[dict[str, Any]]:
+    result = []
+    for policy in template.find_resources("AWS::IAM::Policy").values():
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            result.append(statement)
+    return result
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def test_state_machine_role_is_scoped(synthesized) -> None:
+    template, _, _ = synthesized
+    sagemaker_resources = []
+    for statement in _statements(template):
+        actions = _as_list(statement["Action"])
+        if any(action.lower().startswith("sagemaker:") for action in actions):
+            sagemaker_resources.extend(_resolve_join(resource) for resource in _as_list(statement["Resource"]))
+        if "iam:PassRole" in actions:
+            assert statement["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
+            assert all("Fn::GetAtt" in resource for resource in _as_list(statement["Resource"]))
+    assert sagemaker_resources
+    for resource in sagemaker_resources:
+        assert "*" not in resource or (
+            "/chatbot-test-cust-*" in resource or "model-package/chatbot-test-chat/*" in resource
+        ), resource
+
+
+def test_job_role_reads_datasets_and_writes_only_run_outputs(synthesized) -> None:
+    template, _, _ = synthesized
+    writes = []
+    for statement in _statements(template):
+        actions = _as_list(statement["Action"])
+        if any(action.startswith("s3:PutObject") for action in actions):
+            writes.extend(_resolve_join(resource) for resource in _as_list(statement["Resource"]))
+    assert writes == ["arn:<AWS::Partition>:s3:::chatbot-test-assets-<AWS::AccountId>-<AWS::Region>/customization/runs/*"]
+
+
+@pytest.mark.slow
+def test_cdk_nag_reports_no_unacknowledged_finding(cdk_json_context: dict[str, Any], tmp_path: Path) -> None:
+    app = App(outdir=str(tmp_path / "out"))
+    _build(app, cdk_json_context, tmp_path, use_spot=True)
+    Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    app.synth()  # raises ValidationFailed, naming the rule, on any unacknowledged finding
