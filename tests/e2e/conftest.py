@@ -141,13 +141,14 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
                     )
             yield LocalStack(ports=ports, env_name=env_name, log=log)
         finally:
+            returncode: int | None
             process.send_signal(signal.SIGTERM)
             try:
                 returncode = process.wait(timeout=STACK_STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-                returncode: int | None = None
+                returncode = None
             reader.join(timeout=5)
     left_open = {flag: port for flag, port in ports.items() if _port_open(port)}
     assert returncode is not None, "local stack ignored SIGTERM:\n" + _tail(log)
