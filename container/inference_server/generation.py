@@ -48,7 +48,12 @@ def _details(prepared: PreparedChat, finish_reason: str, generated_tokens: int) 
 
 
 def _line(payload: dict[str, Any]) -> bytes:
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+    return json.dumps(payload, separators=(",", ":")).encode() + b"\n"
+
+
+def _token_line(text: str) -> bytes:
+    # Built by hand: this runs once per token, and json.dumps of a bare string is the fast path.
+    return b'{"token":{"text":' + json.dumps(text).encode() + b"}}\n"
 
 
 class TokenStream:
@@ -76,14 +81,14 @@ class TokenStream:
                 text = trimmer.feed(chunk.text)
                 if text:
                     pieces.append(text)
-                    yield _line({"token": {"text": text}})
+                    yield _token_line(text)
                 if trimmer.stopped:
                     finish_reason = "stop"
                     break
             tail = trimmer.flush()
             if tail:
                 pieces.append(tail)
-                yield _line({"token": {"text": tail}})
+                yield _token_line(tail)
         except InferenceError as exc:
             logger.warning("stream failed after %d pieces: %s", len(pieces), exc.message)
             yield _line({"error": {"type": exc.error_type, "message": exc.message}})
