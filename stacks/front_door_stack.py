@@ -67,10 +67,7 @@ class FrontDoorStack(Stack):
             sessions=sessions,
         )
         CfnOutput(self, "ApiUrl", value=self.front_door.api.url)
-        if self.front_door.user_pool is not None:
-            CfnOutput(self, "UserPoolId", value=self.front_door.user_pool.user_pool_id)
-            CfnOutput(
-                self,
-                "UserPoolClientId",
-                value=self.front_door.user_pool_client.user_pool_client_id,
-            )
+        user_pool, client = self.front_door.user_pool, self.front_door.user_pool_client
+        if user_pool is not None and client is not None:
+            CfnOutput(self, "UserPoolId", value=user_pool.user_pool_id)
+            CfnOutput(self, "UserPoolClientId", value=client.user_pool_client_id)

@@ -90,6 +90,7 @@ class FrontDoorApi(Construct):
         sessions: SessionTable,
     ) -> None:
         super().__init__(scope, construct_id)
+        # This stack is stateless: its logs go with it (sessions live in the stateful stack).
         removal_policy = RemovalPolicy.DESTROY
         self.log_group = logs.LogGroup(
             self,
@@ -162,6 +163,7 @@ class FrontDoorApi(Construct):
             ),
         )
         self.user_pool: cognito.UserPool | None = None
+        self.user_pool_client: cognito.UserPoolClient | None = None
         method_options = self._method_options(settings)
         self._add_routes(method_options)
         self._acknowledge_api(settings)
