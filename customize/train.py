@@ -529,6 +529,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a training job from the command line; return the process exit code."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # SageMaker starts a training image as `docker run <image> train`.
+    if argv[:1] == ["train"]:
+        argv = argv[1:]
     arguments, rest = parser.parse_known_args(argv)
     defaults = TrainingPaths()
     overrides = {

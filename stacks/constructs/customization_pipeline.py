@@ -134,7 +134,7 @@ class CustomizationPipeline(Construct):
                         "AppSpecification": {
                             "ImageUri": training_image.image_uri,
                             "ContainerEntrypoint": [
-                                "python",
+                                "python3",
                                 "-m",
                                 "customize",
                                 "prepare",
@@ -204,7 +204,7 @@ class CustomizationPipeline(Construct):
                         "AlgorithmSpecification": {
                             "TrainingImage": training_image.image_uri,
                             "TrainingInputMode": "File",
-                            "ContainerEntrypoint": ["python", "-m", "customize.train"],
+                            "ContainerEntrypoint": ["python3", "-m", "customize.train"],
                             "MetricDefinitions": [dict(item) for item in METRIC_DEFINITIONS],
                         },
                         "HyperParameters": "$.hyperparameters",
@@ -246,7 +246,7 @@ class CustomizationPipeline(Construct):
                         "RoleArn": self.job_role.role_arn,
                         "AppSpecification": {
                             "ImageUri": training_image.image_uri,
-                            "ContainerEntrypoint": ["python", "-m", "customize", "evaluate"],
+                            "ContainerEntrypoint": ["python3", "-m", "customize", "evaluate"],
                             # --require-improvement: a model that does not beat the base
                             # fails the job, and the run stops before registration.
                             "ContainerArguments": _array(

@@ -1,4 +1,4 @@
-"""A model saved by the training entrypoint is served as is by the chat container's local backend."""
+"""A model saved by the training entrypoint is served as is by the chat container."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ RECORDS = [
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_trained_model_is_served_by_the_chat_container(tmp_path: Path, tiny_model_dir: Path) -> None:
+def test_trained_model_is_served_by_the_chat_container(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
     write_jsonl(tmp_path / "train" / "train.jsonl", RECORDS)
     write_jsonl(tmp_path / "validation" / "validation.jsonl", RECORDS[:2])
     paths = TrainingPaths(

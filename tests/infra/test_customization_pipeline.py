@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -19,13 +20,14 @@ from stacks.constructs.model_artifact import ModelArtifact
 from stacks.constructs.model_assets_bucket import ModelAssetsBucket
 from tests.infra.conftest import REPO_ROOT
 
+
 def _resolve_join(value: Any) -> str:
     """Flatten an ``Fn::Join`` of literals and pseudo-parameters into one string."""
     if isinstance(value, str):
         return value
     if isinstance(value, dict) and "Fn::Join" in value:
         separator, parts = value["Fn::Join"]
-        return separator.join(_resolve_join(part) for part in parts)
+        return str(separator).join(_resolve_join(part) for part in parts)
     if isinstance(value, dict) and "Ref" in value:
         return f"<{value['Ref']}>"
     if isinstance(value, dict) and "Fn::GetAtt" in value:
@@ -39,7 +41,10 @@ def _build(app: App, context: dict[str, Any], root: Path, *, use_spot: bool) -> 
     stack = Stack(app, "Test")
     bucket = ModelAssetsBucket(stack, "Assets", env_name="test", protect_data=False)
     image = ecr_assets.DockerImageAsset(
-        stack, "Image", directory=str(REPO_ROOT / "container"), build_args={"BASE_IMAGE": "example/base:1"}
+        stack,
+        "Image",
+        directory=str(REPO_ROOT / "container"),
+        build_args={"BASE_IMAGE": "example/base:1"},
     )
     artifact = ModelArtifact(stack, "Artifact", source_dir=root / "chat", build_dir=root / "build")
     settings = load_environment(context, "dev").chat
@@ -73,7 +78,9 @@ def synthesized(
     cdk_json_context: dict[str, Any],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[Template, dict[str, Any], Stack]:
-    stack = _build(App(), cdk_json_context, tmp_path_factory.mktemp("artifacts"), use_spot=request.param)
+    stack = _build(
+        App(), cdk_json_context, tmp_path_factory.mktemp("artifacts"), use_spot=request.param
+    )
     template = Template.from_stack(stack)
     [machine] = template.find_resources("AWS::StepFunctions::StateMachine").values()
     definition = json.loads(_resolve_join(machine["Properties"]["DefinitionString"]))
@@ -84,8 +91,16 @@ def test_states_run_validate_train_evaluate_register_then_approval(synthesized) 
     _, definition, _ = synthesized
     states = definition["States"]
     assert definition["StartAt"] == "ValidateData"
-    order = ["ValidateData", "Train", "Evaluate", "Register", "WaitForApproval", "ReadApproval", "Approved?"]
-    for current, following in zip(order, order[1:], strict=False):
+    order = [
+        "ValidateData",
+        "Train",
+        "Evaluate",
+        "Register",
+        "WaitForApproval",
+        "ReadApproval",
+        "Approved?",
+    ]
+    for current, following in itertools.pairwise(order):
         assert states[current]["Next"] == following, current
     choice = states["Approved?"]
     assert choice["Default"] == "WaitForApproval"
@@ -99,21 +114,29 @@ def test_states_run_validate_train_evaluate_register_then_approval(synthesized) 
 def test_jobs_wait_for_completion_and_run_our_entrypoints(synthesized) -> None:
     _, definition, _ = synthesized
     states = definition["States"]
-    assert states["ValidateData"]["Resource"].endswith(":states:::sagemaker:createProcessingJob.sync")
+    assert states["ValidateData"]["Resource"].endswith(
+        ":states:::sagemaker:createProcessingJob.sync"
+    )
     assert states["Train"]["Resource"].endswith(":states:::sagemaker:createTrainingJob.sync")
     assert states["Evaluate"]["Resource"].endswith(":states:::sagemaker:createProcessingJob.sync")
     validate = states["ValidateData"]["Parameters"]["AppSpecification"]
-    assert validate["ContainerEntrypoint"] == ["python", "-m", "customize", "prepare", "split"]
+    assert validate["ContainerEntrypoint"] == ["python3", "-m", "customize", "prepare", "split"]
     assert "$.mode" in validate["ContainerArguments.$"]
     evaluate = states["Evaluate"]["Parameters"]["AppSpecification"]
-    assert evaluate["ContainerEntrypoint"] == ["python", "-m", "customize", "evaluate"]
+    assert evaluate["ContainerEntrypoint"] == ["python3", "-m", "customize", "evaluate"]
     assert "'--require-improvement'" in evaluate["ContainerArguments.$"]
     training = states["Train"]["Parameters"]
-    assert training["AlgorithmSpecification"]["ContainerEntrypoint"] == ["python", "-m", "customize.train"]
+    assert training["AlgorithmSpecification"]["ContainerEntrypoint"] == [
+        "python3",
+        "-m",
+        "customize.train",
+    ]
     names = {metric["Name"] for metric in training["AlgorithmSpecification"]["MetricDefinitions"]}
     assert names == {"train_loss", "validation_loss", "tokens_per_second"}
     assert training["HyperParameters.$"] == "$.hyperparameters"
-    assert training["TrainingJobName.$"].startswith("States.Format('chatbot-test-cust-{}-train', $.run_id")
+    assert training["TrainingJobName.$"].startswith(
+        "States.Format('chatbot-test-cust-{}-train', $.run_id"
+    )
     channels = {channel["ChannelName"] for channel in training["InputDataConfig"]}
     assert channels == {"train", "validation", "model"}
     assert training["OutputDataConfig"]["CompressionType"] == "NONE"
@@ -135,13 +158,18 @@ def test_spot_training_checkpoints_only_when_enabled(synthesized) -> None:
         assert "MaxWaitTimeInSeconds" not in training["StoppingCondition"]
 
 
-def test_registration_carries_metrics_and_rollout_is_blue_green_with_alarm_rollback(synthesized) -> None:
+def test_registration_carries_metrics_and_rollout_is_blue_green_with_alarm_rollback(
+    synthesized,
+) -> None:
     template, definition, _ = synthesized
     states = definition["States"]
     register = states["Register"]["Parameters"]
     assert register["ModelPackageGroupName"] == "chatbot-test-chat"
     assert register["ModelApprovalStatus"] == "PendingManualApproval"
-    assert "evaluation/evaluation.json" in register["ModelMetrics"]["ModelQuality"]["Statistics"]["S3Uri.$"]
+    assert (
+        "evaluation/evaluation.json"
+        in register["ModelMetrics"]["ModelQuality"]["Statistics"]["S3Uri.$"]
+    )
     template.has_resource_properties(
         "AWS::SageMaker::ModelPackageGroup", {"ModelPackageGroupName": "chatbot-test-chat"}
     )
@@ -151,7 +179,10 @@ def test_registration_carries_metrics_and_rollout_is_blue_green_with_alarm_rollb
     assert policy["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]["Type"] == "ALL_AT_ONCE"
     assert len(policy["AutoRollbackConfiguration"]["Alarms"]) == 2
     model = states["CreateModel"]["Parameters"]
-    assert "training/chatbot-test-cust-{}-train/output/model/" in model["PrimaryContainer"]["Environment"]["OPTION_MODEL_ID.$"]
+    assert (
+        "training/chatbot-test-cust-{}-train/output/model/"
+        in model["PrimaryContainer"]["Environment"]["OPTION_MODEL_ID.$"]
+    )
 
 
 def _statements(template: Template) -> list[dict[str, Any]]:
@@ -168,13 +199,17 @@ def _as_list(value: Any) -> list[Any]:
 
 def test_state_machine_role_is_scoped(synthesized) -> None:
     template, _, _ = synthesized
-    sagemaker_resources = []
+    sagemaker_resources: list[str] = []
     for statement in _statements(template):
         actions = _as_list(statement["Action"])
         if any(action.lower().startswith("sagemaker:") for action in actions):
-            sagemaker_resources.extend(_resolve_join(resource) for resource in _as_list(statement["Resource"]))
+            sagemaker_resources.extend(
+                _resolve_join(resource) for resource in _as_list(statement["Resource"])
+            )
         if "iam:PassRole" in actions:
-            assert statement["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
+            assert statement["Condition"] == {
+                "StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}
+            }
             assert all("Fn::GetAtt" in resource for resource in _as_list(statement["Resource"]))
     assert sagemaker_resources
     for resource in sagemaker_resources:
@@ -185,17 +220,67 @@ def test_state_machine_role_is_scoped(synthesized) -> None:
 
 def test_job_role_reads_datasets_and_writes_only_run_outputs(synthesized) -> None:
     template, _, _ = synthesized
-    writes = []
+    writes: list[str] = []
     for statement in _statements(template):
         actions = _as_list(statement["Action"])
         if any(action.startswith("s3:PutObject") for action in actions):
             writes.extend(_resolve_join(resource) for resource in _as_list(statement["Resource"]))
-    assert writes == ["arn:<AWS::Partition>:s3:::chatbot-test-assets-<AWS::AccountId>-<AWS::Region>/customization/runs/*"]
+    assert writes == [
+        "arn:<AWS::Partition>:s3:::chatbot-test-assets-<AWS::AccountId>-<AWS::Region>/customization/runs/*"
+    ]
 
 
 @pytest.mark.slow
-def test_cdk_nag_reports_no_unacknowledged_finding(cdk_json_context: dict[str, Any], tmp_path: Path) -> None:
+def test_cdk_nag_reports_no_unacknowledged_finding(
+    cdk_json_context: dict[str, Any], tmp_path: Path
+) -> None:
     app = App(outdir=str(tmp_path / "out"))
     _build(app, cdk_json_context, tmp_path, use_spot=True)
     Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     app.synth()  # raises ValidationFailed, naming the rule, on any unacknowledged finding
+
+
+def test_customization_stack_builds_the_jobs_image_and_pipeline(
+    cdk_json_context: dict[str, Any], tmp_path: Path
+) -> None:
+    from stacks.customization_stack import CustomizationStack, chat_model_data_url
+
+    app = App(outdir=str(tmp_path / "out"))
+    shared = _build(app, cdk_json_context, tmp_path, use_spot=False)
+    chat = shared.node.find_child("Chat")
+    image = shared.node.find_child("Image")
+    assets = shared.node.find_child("Assets")
+    assert isinstance(chat, LlmEndpoint)
+    assert isinstance(image, ecr_assets.DockerImageAsset)
+    assert isinstance(assets, ModelAssetsBucket)
+    assert chat_model_data_url(chat) == shared.node.find_child("Artifact").s3_url  # type: ignore[attr-defined]
+    stack = CustomizationStack(
+        app,
+        "Customization",
+        env_name="test2",
+        repository_root=REPO_ROOT,
+        base_image="example/base:1",
+        assets_bucket=assets,
+        base_weights_name="smollm2-135m",
+        chat_endpoint=chat,
+        serving_image=image,
+        use_spot=True,
+    )
+    template = Template.from_stack(stack)
+    template.resource_count_is("AWS::StepFunctions::StateMachine", 1)
+    template.has_resource_properties(
+        "AWS::StepFunctions::StateMachine", {"StateMachineName": "chatbot-test2-customization"}
+    )
+    app.synth()
+    manifest = json.loads((tmp_path / "out" / "Customization.assets.json").read_text())
+    [source] = [
+        image["source"]
+        for image in manifest["dockerImages"].values()
+        if image["source"].get("dockerFile") == "customize/Dockerfile"
+    ]
+    assert source["dockerBuildArgs"] == {"BASE_IMAGE": "example/base:1"}
+    staged = tmp_path / "out" / source["directory"]
+    assert sorted(path.name for path in staged.iterdir()) == ["customize", "requirements"]
+    assert [path.name for path in (staged / "requirements").iterdir()] == ["customize.txt"]
+    assert (staged / "customize" / "train.py").is_file()
+    assert not list(staged.rglob("__pycache__"))

@@ -1,0 +1,100 @@
+"""Customization stack: the jobs image and the fine-tuning / continued pre-training pipeline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from aws_cdk import IgnoreMode, Stack
+from aws_cdk import aws_ecr_assets as ecr_assets
+from aws_cdk import aws_sagemaker as sagemaker
+from constructs import Construct
+
+from stacks.constructs.customization_pipeline import CustomizationPipeline
+from stacks.constructs.llm_endpoint import LlmEndpoint
+from stacks.constructs.model_assets_bucket import ModelAssetsBucket
+
+__all__ = ["CustomizationStack", "chat_model_data_url"]
+
+# The build context is the repository root; only the package and its pins go in.
+_JOBS_IMAGE_INCLUDES = ["*", "!customize", "!requirements/customize.txt", "**/__pycache__"]
+
+
+def chat_model_data_url(chat_endpoint: LlmEndpoint) -> str:
+    """The chat endpoint's artifact URL (its ``serving.properties``), read from its Model."""
+    container = chat_endpoint.cfn_model.primary_container
+    assert isinstance(container, sagemaker.CfnModel.ContainerDefinitionProperty)
+    assert container.model_data_url is not None
+    return container.model_data_url
+
+
+class CustomizationStack(Stack):
+    """The customization pipeline of one environment, beside its inference stack.
+
+    Parameters
+    ----------
+    scope, construct_id:
+        Construct scope and id.
+    env_name:
+        Environment name.
+    repository_root:
+        Build context of the jobs image (``customize/Dockerfile``).
+    base_image:
+        Base image URI of the jobs image (the inference image's base: CUDA torch and
+        transformers), passed as ``BASE_IMAGE``.
+    assets_bucket:
+        The model-assets bucket of the stateful stack.
+    base_weights_name:
+        Folder under ``models/`` of the base model to customize.
+    chat_endpoint, serving_image:
+        The chat endpoint and its image, from the inference stack.
+    training_instance_type, evaluation_instance_type:
+        GPU instances of the training and evaluation jobs.
+    use_spot:
+        Managed spot training with checkpoints.
+    **stack_kwargs:
+        Passed to :class:`aws_cdk.Stack`.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        env_name: str,
+        repository_root: Path,
+        base_image: str,
+        assets_bucket: ModelAssetsBucket,
+        base_weights_name: str,
+        chat_endpoint: LlmEndpoint,
+        serving_image: ecr_assets.DockerImageAsset,
+        training_instance_type: str = "ml.g5.2xlarge",
+        evaluation_instance_type: str = "ml.g5.xlarge",
+        use_spot: bool = False,
+        **stack_kwargs: Any,
+    ) -> None:
+        super().__init__(scope, construct_id, **stack_kwargs)
+        self.jobs_image = ecr_assets.DockerImageAsset(
+            self,
+            "JobsImage",
+            directory=str(repository_root),
+            file="customize/Dockerfile",
+            platform=ecr_assets.Platform.LINUX_AMD64,
+            build_args={"BASE_IMAGE": base_image},
+            exclude=_JOBS_IMAGE_INCLUDES,
+            ignore_mode=IgnoreMode.DOCKER,
+        )
+        self.pipeline = CustomizationPipeline(
+            self,
+            "Pipeline",
+            env_name=env_name,
+            assets_bucket=assets_bucket,
+            base_weights_name=base_weights_name,
+            training_image=self.jobs_image,
+            serving_image=serving_image,
+            chat_endpoint=chat_endpoint,
+            chat_model_data_url=chat_model_data_url(chat_endpoint),
+            training_instance_type=training_instance_type,
+            evaluation_instance_type=evaluation_instance_type,
+            use_spot=use_spot,
+        )
