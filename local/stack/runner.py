@@ -173,12 +173,18 @@ def health_checks(config: StackConfig) -> list[HealthCheck]:
 
 def ready_line(config: StackConfig) -> str:
     """The one line that says the stack is up and where each part listens."""
+    moderation = (
+        f"scripted rules ({config.moderation_script.name})"
+        if config.moderation_backend == "scripted"
+        else "the local model"
+    )
     return (
         f"{READY_PREFIX} chat page {config.front_door_url}/"
         f" | OpenAI-compatible API {config.front_door_url}/v1"
         f" | SageMaker runtime emulator {config.emulator_url}"
         f" ({config.chat_endpoint}, {config.moderation_endpoint})"
         f" | DynamoDB {config.dynamodb_url} (table {config.table_name})"
+        f" | moderation: {moderation}"
         " | Ctrl-C stops everything"
     )
 

@@ -82,7 +82,7 @@ def test_every_procfile_variable_is_set_by_the_stack(backend: str):
 
 
 def test_moderation_container_uses_the_chosen_backend():
-    model = load_config([])
+    model = load_config(["--moderation-backend", "model"])
     scripted_flags = ["--moderation-backend", "scripted", "--moderation-script", SCRIPT]
     scripted = load_config([*scripted_flags, "--scripted-backend-port", "9300"])
 
