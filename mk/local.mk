@@ -18,5 +18,6 @@ browser: setup ## Install Debian's chromium and Playwright for Python for the e2
 end-to-end: browser ## Run only the end-to-end tests (tests/e2e) against a freshly started local stack
 	$(VENV)/bin/pytest tests/e2e --durations=10
 
-# The whole test suite includes tests/e2e, which drives chromium.
-unit: browser
+# The whole test suite includes tests/e2e, which drives chromium and imports playwright (mypy
+# reads those imports too).
+typecheck unit: browser
