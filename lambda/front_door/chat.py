@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -18,7 +19,7 @@ from front_door.errors import (
     RequestTooLargeError,
     StreamInterruptedError,
 )
-from front_door.moderation import Moderator, OutputWindow
+from front_door.moderation import Moderator, OutputWindow, Verdict
 from front_door.observability import RequestMetrics, bind_log_context, get_logger
 from front_door.protocol import ChatCompletionRequest
 from front_door.sessions import NewMessage, SessionStore, new_session_id
@@ -258,49 +259,74 @@ class ChatService:
     async def _generate(
         self, turn: Turn, stream: ContainerStream, outcome: _Outcome
     ) -> AsyncIterator[str]:
+        """Relay tokens; windowed output checks run beside the relay, never in its way.
+
+        A flagged window stops the relay as soon as its verdict arrives (at most one
+        moderation round trip of tokens later); the check of the whole answer at the end is
+        awaited before the turn is stored and the last chunk is sent.
+        """
         window = OutputWindow(
             every_tokens=self._settings.moderation_every_tokens,
             min_tokens=self._settings.moderation_min_tokens,
             window_chars=self._settings.moderation_window_chars,
         )
-        async for item in stream:
-            texts: list[str] = []
-            if isinstance(token := item.get("token"), dict):
-                texts = [str(token.get("text") or "")]
-            elif "generated_text" in item:
-                details = item.get("details") if isinstance(item.get("details"), dict) else {}
-                assert isinstance(details, dict)
-                self._record_final(details, outcome)
-                if not outcome.text and item.get("generated_text"):
-                    texts = [str(item["generated_text"])]  # a container that did not stream
-            elif "error" in item:
-                error = item["error"] if isinstance(item["error"], dict) else {}
-                raise StreamInterruptedError(
-                    f"The model failed mid-stream ({error.get('type', 'error')})."
-                )
-            for text in texts:
-                if not text:
-                    continue
-                if window.add(text):
-                    verdict = await self._moderator.classify(window.window())
-                    turn.metrics.add("ModerationChecks", "Count", 1)
-                    outcome.output_label = verdict.label
-                    if verdict.blocked:
-                        outcome.blocked = True
-                        turn.metrics.add("OutputModerationBlocked", "Count", 1)
-                        return
-                if not outcome.text:
-                    ttft_ms = (time.perf_counter() - turn.started) * 1000
-                    turn.metrics.add("TimeToFirstToken", "Milliseconds", ttft_ms)
-                outcome.text.append(text)
-                yield text
-        if outcome.text:
-            verdict = await self._moderator.classify("".join(outcome.text))
-            turn.metrics.add("ModerationChecks", "Count", 1)
-            outcome.output_label = verdict.label
-            if verdict.blocked:
-                outcome.blocked = True
-                turn.metrics.add("OutputModerationBlocked", "Count", 1)
+        check: asyncio.Task[Verdict] | None = None
+        recheck = False
+        try:
+            async for item in stream:
+                for text in self._texts(item, outcome):
+                    if check is not None and check.done():
+                        if self._apply(turn, check.result(), outcome):
+                            return
+                        check = None
+                        if recheck:  # a window came due while the last check ran
+                            recheck = False
+                            check = asyncio.create_task(self._moderator.classify(window.window()))
+                    if window.add(text):
+                        if check is None:
+                            check = asyncio.create_task(self._moderator.classify(window.window()))
+                        else:
+                            recheck = True
+                    if not outcome.text:
+                        ttft_ms = (time.perf_counter() - turn.started) * 1000
+                        turn.metrics.add("TimeToFirstToken", "Milliseconds", ttft_ms)
+                    outcome.text.append(text)
+                    yield text
+            if check is not None and self._apply(turn, await check, outcome):
+                return
+            check = None
+            if outcome.text:
+                final = await self._moderator.classify("".join(outcome.text))
+                self._apply(turn, final, outcome)
+        finally:
+            if check is not None and not check.done():
+                check.cancel()
+
+    def _texts(self, item: dict[str, Any], outcome: _Outcome) -> list[str]:
+        if isinstance(token := item.get("token"), dict):
+            text = str(token.get("text") or "")
+            return [text] if text else []
+        if "generated_text" in item:
+            details = item.get("details")
+            self._record_final(details if isinstance(details, dict) else {}, outcome)
+            if not outcome.text and item.get("generated_text"):
+                return [str(item["generated_text"])]  # a container that did not stream
+            return []
+        if "error" in item:
+            error = item["error"] if isinstance(item["error"], dict) else {}
+            raise StreamInterruptedError(
+                f"The model failed mid-stream ({error.get('type', 'error')})."
+            )
+        return []
+
+    @staticmethod
+    def _apply(turn: Turn, verdict: Verdict, outcome: _Outcome) -> bool:
+        turn.metrics.add("ModerationChecks", "Count", 1)
+        outcome.output_label = verdict.label
+        if verdict.blocked:
+            outcome.blocked = True
+            turn.metrics.add("OutputModerationBlocked", "Count", 1)
+        return verdict.blocked
 
     @staticmethod
     def _record_final(details: dict[str, Any], outcome: _Outcome) -> None:

@@ -164,6 +164,9 @@ def _error_code(exc: Exception) -> str:
 def _map_store_error(exc: Exception) -> FrontDoorError:
     from botocore.exceptions import ClientError
 
+    from front_door.observability import get_logger
+
+    get_logger().warning("session store call failed", extra={"error": repr(exc)})
     if isinstance(exc, ClientError) and _error_code(exc) in _THROTTLING_CODES:
         return UpstreamThrottledError("The session store is throttling requests.")
     return UpstreamUnavailableError("The session store is unavailable.")

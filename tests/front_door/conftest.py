@@ -240,6 +240,8 @@ def chat_script() -> dict[str, Any]:
             "scope": "all",
             "response": f"Sure. First some harmless words here. Then {FORBIDDEN} appears. "
             + LONG_ANSWER,
+            # Slow enough that the windowed verdict arrives while tokens still flow.
+            "token_delay_s": 0.01,
         },
         {
             "name": "slow",
