@@ -76,10 +76,24 @@ def plan_from_args(args: argparse.Namespace) -> RunPlan:
         # preset (16384) makes every decode step attend over 16k slots, even at one stream.
         extra={"kv_padding_interval_size": args.kv_padding} if args.kv_padding else {},
     )
-    variants = (
+    variants: tuple[tuple[str, ContinuousBatchingSettings], ...] = (
         ("async_batching", replace(cb_settings, use_async_batching=True)),
         ("kv_padding_preset", replace(cb_settings, extra={})),
     )
+    if args.variant_set == "batch1":
+        # Batch-1 decode: pad the query to 8 tokens instead of 64, then also overlap the CPU
+        # step with async batching, then add torch.compile on top.
+        small_q = replace(
+            cb_settings, extra={**cb_settings.extra, "q_padding_interval_size": args.q_padding}
+        )
+        variants = (
+            ("q_padding_small", small_q),
+            ("q_padding_small_async", replace(small_q, use_async_batching=True)),
+            (
+                "q_padding_small_compiled",
+                replace(small_q, extra={**small_q.extra, "default_compile_level": 1}),
+            ),
+        )
     if args.smoke:
         return RunPlan(
             device="cpu",
@@ -665,6 +679,7 @@ def run(plan: RunPlan, report: Report) -> dict[str, Any]:
         "max_new_tokens": plan.max_new_tokens,
         "concurrencies": list(plan.concurrencies),
         "copy_bandwidth_gb_s": round(bandwidth / 1e9, 1),
+        "copy_bandwidth_bytes_per_s": int(bandwidth),
         "weight_bytes_per_step": weight_bytes,
         "roofline_batch1_tokens_per_s": round(roofline, 2),
         "model_build_s": round(build_s, 1),
@@ -711,6 +726,13 @@ def main(argv: list[str] | None = None) -> int:
         "--kv-padding", type=int, default=1024, help="KV padding interval (0: transformers preset)"
     )
     parser.add_argument("--no-container", action="store_true", help="skip the container row")
+    parser.add_argument(
+        "--variant-set",
+        choices=["serving", "batch1"],
+        default="serving",
+        help="which other continuous-batching settings --variants times",
+    )
+    parser.add_argument("--q-padding", type=int, default=8, help="query padding (batch1 set)")
     parser.add_argument(
         "--variants",
         action=argparse.BooleanOptionalAction,
