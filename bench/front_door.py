@@ -236,6 +236,34 @@ def run_direct(emulator_url: str, concurrency: int, requests: int) -> dict[str, 
     return summarize(results)
 
 
+def run_moderation(emulator_url: str, concurrency: int, requests: int) -> dict[str, float]:
+    """Latency of the input-moderation call alone: part of the front door's TTFT by design."""
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.client(
+        "sagemaker-runtime",
+        endpoint_url=emulator_url,
+        region_name="us-east-1",
+        config=Config(max_pool_connections=concurrency, retries={"mode": "standard"}),
+    )
+
+    def one(_: int) -> float:
+        started = time.perf_counter()
+        client.invoke_endpoint(
+            EndpointName=MODERATION_ENDPOINT,
+            Body=json.dumps({"inputs": "bench question"}).encode(),
+            ContentType="application/json",
+            Accept="application/json",
+        )["Body"].read()
+        return (time.perf_counter() - started) * 1000
+
+    one(0)
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        latencies = list(pool.map(one, range(requests)))
+    return {"p50": percentile(latencies, 50), "p99": percentile(latencies, 99)}
+
+
 async def run_front_door(url: str, concurrency: int, requests: int) -> dict[str, float]:
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
@@ -412,11 +440,13 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         rows: dict[int, dict[str, dict[str, float]]] = {}
+        moderation: dict[int, dict[str, float]] = {}
         for concurrency, requests in ((1, args.requests_at_1), (64, args.requests_at_64)):
             rows[concurrency] = {
                 "direct": run_direct(url["emu"], concurrency, requests),
                 "front_door": asyncio.run(run_front_door(url["fd"], concurrency, requests)),
             }
+            moderation[concurrency] = run_moderation(url["emu"], concurrency, requests)
     cold = cold_init_ms()
 
     print(
@@ -440,7 +470,9 @@ def main(argv: list[str] | None = None) -> int:
     for concurrency, o in overhead.items():
         print(
             f"overhead at {concurrency:>2} streams: TTFT p50 {o['ttft_p50']:+.2f} ms, "
-            f"p99 {o['ttft_p99']:+.2f} ms, per chunk {o['chunk']:+.3f} ms"
+            f"p99 {o['ttft_p99']:+.2f} ms, per chunk {o['chunk']:+.3f} ms; "
+            f"of which the input-moderation call: p50 {moderation[concurrency]['p50']:.2f} ms, "
+            f"p99 {moderation[concurrency]['p99']:.2f} ms"
         )
     print(f"cold init (import + settings + app build, median of {COLD_INIT_RUNS}): {cold:.1f} ms")
     result: dict[str, Any] = {
@@ -452,6 +484,9 @@ def main(argv: list[str] | None = None) -> int:
         "targets": TARGETS,
         "by_concurrency": {
             str(c): {k: round(v, 3) for k, v in o.items()} for c, o in overhead.items()
+        },
+        "input_moderation_call_ms": {
+            str(c): {k: round(v, 3) for k, v in m.items()} for c, m in moderation.items()
         },
         "tokens_per_stream": TOKENS,
         "token_delay_s": TOKEN_DELAY_S,

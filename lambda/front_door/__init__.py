@@ -1,3 +1,6 @@
 """OpenAI-compatible streaming chat front door: FastAPI app served under the Lambda Web Adapter."""
 
-__all__: list[str] = []
+from front_door.app import build_app, create_app
+from front_door.settings import Settings
+
+__all__ = ["Settings", "build_app", "create_app"]
