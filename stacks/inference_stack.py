@@ -10,13 +10,12 @@ from aws_cdk import aws_ecr_assets as ecr_assets
 from constructs import Construct
 
 from stacks.config import EndpointSettings
+from stacks.constructs.build_context import BUILD_CONTEXT_EXCLUDES
 from stacks.constructs.llm_endpoint import LlmEndpoint
 from stacks.constructs.model_artifact import ModelArtifact
 from stacks.constructs.model_assets_bucket import ModelAssetsBucket
 
 __all__ = ["InferenceStack"]
-
-_IMAGE_EXCLUDES = ["**/__pycache__", "**/*.pyc", ".pytest_cache", ".mypy_cache"]
 
 
 class InferenceStack(Stack):
@@ -71,7 +70,7 @@ class InferenceStack(Stack):
             directory=str(container_dir),
             platform=ecr_assets.Platform.LINUX_AMD64,
             build_args={"BASE_IMAGE": base_image},
-            exclude=_IMAGE_EXCLUDES,
+            exclude=BUILD_CONTEXT_EXCLUDES,
         )
         self.endpoints: dict[str, LlmEndpoint] = {}
         for role, settings in (("chat", chat), ("moderation", moderation)):

@@ -15,6 +15,7 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from stacks.config import FrontDoorConfig
+from stacks.constructs.build_context import BUILD_CONTEXT_EXCLUDES
 from stacks.constructs.llm_endpoint import LlmEndpoint
 from stacks.constructs.session_table import OWNER_INDEX_NAME, SessionTable
 
@@ -113,7 +114,7 @@ class FrontDoorApi(Construct):
             code=lambda_.DockerImageCode.from_image_asset(
                 str(code_dir),
                 platform=ecr_assets.Platform.LINUX_ARM64,
-                exclude=["**/__pycache__", "**/*.pyc", ".pytest_cache"],
+                exclude=BUILD_CONTEXT_EXCLUDES,
             ),
             architecture=LAMBDA_ARCHITECTURE,
             timeout=LAMBDA_TIMEOUT,
