@@ -102,7 +102,9 @@ def test_summarize_measures_ttft_gaps_and_aggregate_rate() -> None:
     assert result["stream_decode_tokens_per_s"] == pytest.approx(7.5)
 
 
-def _row(concurrency: int, tokens_per_s: float, itl_ms: float, ttft_ms: float = 10.0) -> dict[str, Any]:
+def _row(
+    concurrency: int, tokens_per_s: float, itl_ms: float, ttft_ms: float = 10.0
+) -> dict[str, Any]:
     return {
         "concurrency": concurrency,
         "requests": concurrency,
