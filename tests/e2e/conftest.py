@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -86,8 +87,7 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _tail(path: Path, lines: int = 80) -> str:
-    return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+LOG_LINES_KEPT = 80
 
 
 @pytest.fixture(scope="session")
@@ -110,6 +110,8 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
         [str(REPO_ROOT), str(REPO_ROOT / "container"), str(REPO_ROOT / "lambda")]
     )
     ready = threading.Event()
+    # Kept in memory too: concurrent pytest runs may prune this run's basetemp directory.
+    recent: deque[str] = deque(maxlen=LOG_LINES_KEPT)
     with log.open("w", encoding="utf-8") as log_file:
         process = subprocess.Popen(
             argv,
@@ -124,6 +126,7 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
         def copy_output() -> None:
             assert process.stdout is not None
             for line in process.stdout:
+                recent.append(line.rstrip("\n"))
                 log_file.write(line)
                 log_file.flush()
                 if line.startswith(READY_PREFIX):
@@ -137,7 +140,7 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(
                         f"local stack did not print its ready line (exit {process.poll()}):\n"
-                        + _tail(log)
+                        + "\n".join(recent)
                     )
             yield LocalStack(ports=ports, env_name=env_name, log=log)
         finally:
@@ -151,8 +154,9 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
                 returncode = None
             reader.join(timeout=5)
     left_open = {flag: port for flag, port in ports.items() if _port_open(port)}
-    assert returncode is not None, "local stack ignored SIGTERM:\n" + _tail(log)
-    assert not left_open, f"ports still open after SIGTERM: {left_open}\n" + _tail(log)
+    tail = "\n".join(recent)
+    assert returncode is not None, "local stack ignored SIGTERM:\n" + tail
+    assert not left_open, f"ports still open after SIGTERM: {left_open}\n" + tail
 
 
 @contextmanager

@@ -57,7 +57,7 @@ def page(browser: Browser, local_stack: LocalStack) -> Iterator[Page]:
     page.close()
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(120, func_only=True)  # the stack fixture has its own deadline
 def test_question_gets_a_streamed_answer_and_a_source(page: Page, tmp_path: Path):
     page.evaluate(RECORD_ANSWER_GROWTH)
 
@@ -76,7 +76,7 @@ def test_question_gets_a_streamed_answer_and_a_source(page: Page, tmp_path: Path
     expect(page.locator(".message.user").last).to_have_text("You" + QUESTION)
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(120, func_only=True)  # the stack fixture has its own deadline
 def test_sessions_are_listed_reopened_and_deleted(page: Page):
     page.fill("#prompt", "Say hello.")
     page.click("#send")

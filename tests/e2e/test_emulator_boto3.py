@@ -10,7 +10,7 @@ import pytest
 from tests.e2e.conftest import LocalStack
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(90, func_only=True)  # the stack fixture has its own deadline
 def test_invoke_endpoint_with_response_stream_yields_token_lines(local_stack: LocalStack):
     runtime = boto3.client(
         "sagemaker-runtime", endpoint_url=local_stack.emulator_url, region_name="us-east-1"

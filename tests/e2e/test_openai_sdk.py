@@ -39,7 +39,7 @@ def _stream(client: openai.OpenAI, content: str, **extra: object) -> tuple[list[
     return deltas, finish_reason, session_id
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(120, func_only=True)  # the stack fixture has its own deadline
 def test_sdk_streams_incremental_chunks_and_continues_the_session(local_stack: LocalStack):
     client = _client(local_stack)
 
