@@ -97,3 +97,24 @@ def test_sessions_are_listed_reopened_and_deleted(page: Page):
     listed.locator(".delete-session").click()
     expect(listed).to_have_count(0)
     expect(page.locator(".message")).to_have_count(0)
+
+
+@pytest.mark.timeout(60, func_only=True)  # the stack fixture has its own deadline
+def test_a_refused_request_is_reported_with_its_status_and_message(
+    browser: Browser, local_stack: LocalStack
+):
+    page = browser.new_page()
+    try:
+        # Far above the front door's max_tokens limit: refused before anything streams.
+        page.goto(f"{local_stack.front_door_url}/?max_tokens=1000000")
+        page.fill("#prompt", "Hello")
+        page.click("#send")
+
+        error = page.locator("#error")
+        expect(error).to_be_visible()
+        expect(error).to_contain_text(re.compile(r"Request failed \(HTTP 4\d\d\): \S"))
+        expect(page.locator(".message.assistant").last).to_have_attribute(
+            "data-finish-reason", "error"
+        )
+    finally:
+        page.close()

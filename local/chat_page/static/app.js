@@ -172,8 +172,8 @@ async function sendMessage(text) {
     });
     if (!response.ok) throw new Error(await describeHttpError(response));
     await readServerSentEvents(response, (chunk) => {
-      if (chunk.error) throw new Error(`The answer stopped with an error: ${chunk.error.message}`);
       if (chunk.session_id && chunk.session_id !== currentSessionId) setSession(chunk.session_id);
+      if (chunk.error) throw new Error(`The answer stopped with an error: ${chunk.error.message}`);
       if (chunk.sources) renderSources(box, chunk.sources);
       if (chunk.moderation) moderation = chunk.moderation;
       for (const choice of chunk.choices || []) {
