@@ -75,7 +75,10 @@ def resolve_weights(settings: ServingSettings) -> Path:
 
 
 def build_vllm_command(settings: ServingSettings, model_dir: Path, port: int) -> list[str]:
-    """vLLM OpenAI server command line for the settings.
+    """vLLM OpenAI server command line (``vllm serve``) for the settings.
+
+    ``vllm serve`` replaces the deprecated ``python -m vllm.entrypoints.openai.api_server``;
+    request logging is off by default since vLLM 0.11 (``--disable-log-requests`` is gone).
 
     Parameters
     ----------
@@ -92,15 +95,13 @@ def build_vllm_command(settings: ServingSettings, model_dir: Path, port: int) ->
         The argv to execute.
     """
     command = [
-        sys.executable,
-        "-m",
-        "vllm.entrypoints.openai.api_server",
+        "vllm",
+        "serve",
+        str(model_dir),
         "--host",
         "127.0.0.1",
         "--port",
         str(port),
-        "--model",
-        str(model_dir),
         "--served-model-name",
         settings.served_model_name,
         "--tensor-parallel-size",
@@ -111,7 +112,6 @@ def build_vllm_command(settings: ServingSettings, model_dir: Path, port: int) ->
         settings.dtype,
         "--gpu-memory-utilization",
         str(settings.gpu_memory_utilization),
-        "--disable-log-requests",
     ]
     caching = (
         "--enable-prefix-caching"
@@ -209,7 +209,12 @@ class _Supervisor:
         logger.info("starting backend: %s", " ".join(self.command))
         # Own session: a terminal's Ctrl-C reaches only us, and we stop the backend after the
         # in-flight streams have drained.
-        self.process = await asyncio.create_subprocess_exec(*self.command, start_new_session=True)
+        try:
+            self.process = await asyncio.create_subprocess_exec(
+                *self.command, start_new_session=True
+            )
+        except OSError as exc:
+            self._fail(f"backend could not start: {exc}")
 
     def _fail(self, reason: str) -> None:
         logger.error("%s", reason)

@@ -1,6 +1,5 @@
 """Launcher: the vLLM command line, S3 weight download (moto server), start-up failure."""
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,11 +21,10 @@ def test_vllm_command_carries_every_sizing_option(monkeypatch) -> None:
     monkeypatch.setenv("OPTION_GPU_MEMORY_UTILIZATION", "0.85")
     settings = load_settings(CHAT_PROPERTIES)
     command = build_vllm_command(settings, Path("/tmp/weights/m"), 9123)
-    assert command[:3] == [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
+    assert command[:3] == ["vllm", "serve", "/tmp/weights/m"]
     options = dict(zip(command[3::2], command[4::2], strict=False))
     assert options["--host"] == "127.0.0.1"
     assert options["--port"] == "9123"
-    assert options["--model"] == "/tmp/weights/m"
     assert options["--tensor-parallel-size"] == "4"
     assert options["--max-model-len"] == "8192"
     assert options["--dtype"] == "bfloat16"
@@ -75,7 +73,7 @@ def test_weights_download_from_s3_prefix(s3_endpoint: str, tmp_path: Path, monke
     monkeypatch.setenv("OPTION_DOWNLOAD_DIR", str(tmp_path / "weights"))
     settings, command = prepare_settings(load_settings(CHAT_PROPERTIES))
     assert command is not None
-    model_dir = Path(command[command.index("--model") + 1])
+    model_dir = Path(command[2])
     assert model_dir == tmp_path / "weights"
     downloaded = {
         p.relative_to(model_dir).as_posix(): p.read_bytes()
@@ -100,8 +98,8 @@ def test_package_references_resolve_without_importing() -> None:
 
 @pytest.mark.timeout(120)
 def test_backend_that_cannot_start_makes_the_launcher_exit_non_zero(tmp_path: Path) -> None:
-    # vLLM is not installed here, so its server exits at once: the launcher must notice,
-    # report 503 meanwhile and exit non-zero so SageMaker replaces the instance.
+    # vLLM is not installed here, so its server cannot start: the launcher must notice and
+    # exit non-zero so SageMaker replaces the instance.
     weights = tmp_path / "weights"
     weights.mkdir()
     launched = start_launcher(
@@ -117,4 +115,4 @@ def test_backend_that_cannot_start_makes_the_launcher_exit_non_zero(tmp_path: Pa
         if launched.process.poll() is None:
             launched.process.kill()
     assert code != 0
-    assert "backend exited" in launched.log_text()
+    assert "backend could not start" in launched.log_text()
