@@ -70,7 +70,8 @@ def _cpu_seconds(pid: int | None) -> float:
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "container")])
+    inherited = [env["PYTHONPATH"]] if env.get("PYTHONPATH") else []
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "container"), *inherited])
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TRANSFORMERS_OFFLINE", "1")
     env["LOG_LEVEL"] = "WARNING"
@@ -316,8 +317,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--token-delay-s", type=float, default=0.01, help="scripted decode step")
     parser.add_argument("--real", action="store_true", help="also run SmolLM2 (slow, noisy)")
+    parser.add_argument(
+        "--tokenizer",
+        type=Path,
+        help="tokenizer dir for the scripted run (default: the converted SmolLM2 dir)",
+    )
     args = parser.parse_args()
-    smollm2_dir = resolve_local_model(SMOLLM2_GGUF, REPO / ".cache" / "models")
+    smollm2_dir = args.tokenizer or resolve_local_model(SMOLLM2_GGUF, REPO / ".cache" / "models")
 
     scripted = _summarise(
         f"scripted backend ({args.tokens} tokens/stream, {args.token_delay_s * 1000:.0f} ms/token)",
@@ -334,6 +340,7 @@ def main() -> None:
         "rounds": args.rounds,
         "scripted": scripted,
         "cpu_count": os.cpu_count(),
+        "python": sys.version.split()[0],
     }
     if args.real:
         result["smollm2"] = _summarise(
