@@ -274,11 +274,22 @@ def run_stack(config: StackConfig) -> int:
     -------
     int
         Exit status: honcho's (130 after Ctrl-C, 143 after SIGTERM), or 1 if the stack never
-        became ready.
+        became ready (a set-up step failed, or a part was not healthy in time).
     """
-    model_dir = convert_model(config, stack_environment(config, os.environ))
-    env = stack_environment(config, os.environ, model_dir=model_dir)
-    ensure_sample_index(env, model_id=str(model_dir))
+    try:
+        model_dir = convert_model(config, stack_environment(config, os.environ))
+        env = stack_environment(config, os.environ, model_dir=model_dir)
+        ensure_sample_index(env, model_id=str(model_dir))
+    except subprocess.CalledProcessError as exc:
+        command = " ".join(str(part) for part in exc.cmd[1:])
+        print(
+            f"Local stack failed to start: `{command}` exited with {exc.returncode}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 1
+    except KeyboardInterrupt:
+        return 130
     failure: list[str] = []
 
     def become_ready() -> None:

@@ -68,7 +68,8 @@ class LocalStack:
         return f"chatbot-{self.env_name}-chat"
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
+    """Ports free on the loopback right now (distinct from each other)."""
     sockets = []
     try:
         for _ in range(count):
@@ -97,7 +98,7 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
     Teardown fails the session if the stack does not exit on SIGTERM or leaves a port open.
     """
     log = tmp_path_factory.mktemp("local-stack") / "stack.log"
-    ports = dict(zip(PORT_FLAGS, _free_ports(len(PORT_FLAGS)), strict=True))
+    ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS)), strict=True))
     env_name = "e2e"
     argv = [sys.executable, "-m", "local.stack", "--env-name", env_name]
     for flag, port in ports.items():

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import boto3
 import httpx
 import pytest
 from fastapi import FastAPI
+from moto.server import ThreadedMotoServer
 from pydantic import ValidationError
 
 from inference_server.backend_client import BackendClient
@@ -16,10 +22,17 @@ from inference_server.moderation import Moderator
 from local.chat_page import STATIC_DIR, mount_chat_page
 from local.scripted_backend import Script
 from local.stack.config import DEFAULT_MODERATION_RULES, REPO_ROOT, load_config
-from local.stack.runner import health_checks, select_processes, stack_environment
+from local.stack.runner import (
+    health_checks,
+    select_processes,
+    stack_environment,
+    wait_until_ready,
+)
+from tests.e2e.conftest import PORT_FLAGS, free_ports
 
 SCRIPT = "moderation.json"
 MODERATION_ARTIFACTS = REPO_ROOT / "model_artifacts" / "moderation"
+PYTHON_PATH = [REPO_ROOT, REPO_ROOT / "container", REPO_ROOT / "lambda"]
 
 
 def test_flags_win_over_local_variables_which_win_over_defaults(monkeypatch):
@@ -128,3 +141,59 @@ def test_chat_page_and_assets_are_served_once_mounted_twice(serve_asgi):
     assert [getattr(route, "name", None) for route in app.routes].count("chat-page-assets") == 1
     # Nothing may load from another origin: the page must work offline.
     assert not re.search(r"(src|href)=\"(https?:)?//", page.text)
+
+
+@pytest.mark.timeout(60)
+def test_a_model_that_cannot_load_stops_the_stack_with_a_clear_message(tmp_path: Path):
+    missing = tmp_path / "missing.gguf"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, PYTHON_PATH))}
+
+    result = subprocess.run(
+        [sys.executable, "-m", "local.stack", "--model", str(missing)],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
+
+    assert result.returncode == 1
+    assert "Local stack failed to start:" in result.stderr
+    assert str(missing) in result.stderr
+    assert "Local stack ready" not in result.stdout
+
+
+@pytest.mark.timeout(60)
+def test_readiness_creates_the_table_then_names_the_parts_that_never_answered():
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    moto.start()
+    try:
+        _, dynamodb_port = moto.get_host_and_port()
+        # Nothing listens on the other (free) ports: every HTTP check must fail, by name.
+        others = [flag for flag in PORT_FLAGS if flag != "dynamodb-port"]
+        ports = free_ports(len(others))
+        flags = [f"--{flag}={port}" for flag, port in zip(others, ports, strict=True)]
+        flags += [f"--dynamodb-port={dynamodb_port}", "--env-name=readiness"]
+        config = load_config(flags)
+
+        with pytest.raises(TimeoutError) as raised:
+            wait_until_ready(config, is_running=lambda: True, deadline=time.monotonic() + 2)
+
+        tables = boto3.client(
+            "dynamodb",
+            endpoint_url=config.dynamodb_url,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        ).describe_table(TableName="chatbot-readiness-sessions")["Table"]
+    finally:
+        moto.stop()
+    message = str(raised.value)
+    for part in ("chat container", "moderation container", "SageMaker emulator", "front door"):
+        assert part in message
+    assert tables["KeySchema"] == [
+        {"AttributeName": "pk", "KeyType": "HASH"},
+        {"AttributeName": "sk", "KeyType": "RANGE"},
+    ]
+    assert tables["GlobalSecondaryIndexes"][0]["IndexName"] == "by-owner"
