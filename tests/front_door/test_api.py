@@ -432,6 +432,48 @@ def test_client_disconnect_mid_stream_still_stores_the_partial_turn(client, fron
     assert "word119" not in messages[3]["content"]
 
 
+def test_session_deleted_mid_stream_ends_with_409_event_and_stays_deleted(
+    client, front_door, scan_table, table
+):
+    session_id = ask(client, "question-16").json()["session_id"]
+    events: list[Any] = []
+    with (
+        httpx.Client(base_url=front_door, timeout=30) as http,
+        http.stream(
+            "POST",
+            "/v1/chat/completions",
+            json={
+                "messages": [{"role": "user", "content": "slow please"}],
+                "session_id": session_id,
+                "stream": True,
+            },
+            headers=caller(),
+        ) as response,
+    ):
+        for line in response.iter_lines():
+            if not line.startswith("data: "):
+                continue
+            data = line.removeprefix("data: ")
+            events.append(data if data == "[DONE]" else json.loads(data))
+            if len(events) == 3:
+                deleted = client.delete(f"/v1/sessions/{session_id}", headers=caller())
+                assert deleted.status_code == 200
+    assert events[-1] == "[DONE]"
+    assert events[-2]["error"]["code"] == "session_conflict"
+    assert items_of(scan_table, table, session_id) == []
+
+
+def test_local_mode_serves_one_fixed_principal(chain, table, serve):
+    settings = chain.settings(table, mode="local", local_principal="developer")
+    with serve(build_app(settings)) as server, httpx.Client(base_url=server.url) as http:
+        session_id = http.post(
+            "/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]}
+        ).json()["session_id"]
+        # No request context needed, and whatever one says is ignored in local mode.
+        listed = http.get("/v1/sessions", headers=caller("someone-else")).json()
+    assert session_id in [s["session_id"] for s in listed["data"]]
+
+
 # --- concurrency -----------------------------------------------------------------------------
 
 
