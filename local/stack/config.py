@@ -31,6 +31,9 @@ DEFAULT_PROCFILE = Path(__file__).resolve().parent.parent / "Procfile"
 DEFAULT_MODERATION_RULES = Path(__file__).resolve().parent / "moderation_rules.json"
 """Keyword rules the scripted moderation backend answers with when no script is given."""
 
+HEALTH_URLS_VARIABLE = "STACK_HEALTH_URLS"
+"""JSON list of the other parts' health URLs, set by the stack for the front-door process."""
+
 LOCAL_AWS_KEY = "testing"
 """Access key id, secret and session token of every boto3 client in the stack: the local
 servers accept any, and dummy ones keep a developer's real credentials out of play."""

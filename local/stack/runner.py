@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -15,7 +16,13 @@ import httpx
 from honcho.environ import parse_procfile
 from honcho.manager import Manager
 
-from local.stack.config import DEFAULT_PROCFILE, LOCAL_AWS_KEY, REPO_ROOT, StackConfig
+from local.stack.config import (
+    DEFAULT_PROCFILE,
+    HEALTH_URLS_VARIABLE,
+    LOCAL_AWS_KEY,
+    REPO_ROOT,
+    StackConfig,
+)
 from local.stack.dynamodb import create_session_table
 from local.stack.retrieval_index import ensure_sample_index
 
@@ -23,6 +30,7 @@ READY_PREFIX = "Local stack ready:"
 """Start of the one line printed once every part answers its health check."""
 
 _SCRIPTED_MODERATION_PROCESS = "scripted_moderation"
+FRONT_DOOR = "front door"
 
 
 @dataclass(frozen=True)
@@ -93,6 +101,10 @@ def stack_environment(
             "MODERATION_SCRIPT": str(config.moderation_script),
             # honcho kills what has not stopped 5 s after SIGTERM; drain within that.
             "DRAIN_TIMEOUT_S": "3",
+            # The front door's /healthz waits for every other part (front_door_app.py).
+            HEALTH_URLS_VARIABLE: json.dumps(
+                [check.url for check in health_checks(config) if check.name != FRONT_DOOR]
+            ),
         }
     )
     if model_dir is not None:
@@ -167,7 +179,7 @@ def health_checks(config: StackConfig) -> list[HealthCheck]:
         HealthCheck("chat container", f"{config.url(config.chat_port)}/ping"),
         HealthCheck("moderation container", f"{config.url(config.moderation_port)}/ping"),
         HealthCheck("SageMaker emulator", f"{config.emulator_url}/ping"),
-        HealthCheck("front door", f"{config.front_door_url}/healthz"),
+        HealthCheck(FRONT_DOOR, f"{config.front_door_url}/healthz"),
     ]
 
 

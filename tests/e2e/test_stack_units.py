@@ -22,6 +22,7 @@ from inference_server.moderation import Moderator
 from local.chat_page import STATIC_DIR, mount_chat_page
 from local.scripted_backend import Script
 from local.stack.config import DEFAULT_MODERATION_RULES, REPO_ROOT, load_config
+from local.stack.front_door_app import StackHealthGate
 from local.stack.runner import (
     health_checks,
     select_processes,
@@ -197,3 +198,41 @@ def test_readiness_creates_the_table_then_names_the_parts_that_never_answered():
         {"AttributeName": "sk", "KeyType": "RANGE"},
     ]
     assert tables["GlobalSecondaryIndexes"][0]["IndexName"] == "by-owner"
+
+
+@pytest.mark.timeout(30)
+def test_healthz_waits_for_every_other_part_and_names_the_missing_ones(serve_asgi):
+    part = FastAPI()
+
+    @part.get("/ping")
+    async def ping() -> dict[str, str]:
+        return {"status": "ok"}
+
+    front_door = FastAPI()
+
+    @front_door.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @front_door.get("/v1/models")
+    async def models() -> dict[str, str]:
+        return {"object": "list"}
+
+    (dead_port,) = free_ports(1)
+    with serve_asgi(part) as part_url:
+        dead_url = f"http://127.0.0.1:{dead_port}/ping"
+        front_door.add_middleware(StackHealthGate, health_urls=[f"{part_url}/ping", dead_url])
+        with serve_asgi(front_door) as url:
+            waiting = httpx.get(f"{url}/healthz", timeout=10)
+            other = httpx.get(f"{url}/v1/models", timeout=10)
+        ready_app = FastAPI()
+        ready_app.add_api_route("/healthz", healthz)
+        ready_app.add_middleware(StackHealthGate, health_urls=[f"{part_url}/ping"])
+        with serve_asgi(ready_app) as url:
+            ready = httpx.get(f"{url}/healthz", timeout=10)
+
+    assert waiting.status_code == 503
+    assert waiting.json() == {"status": "starting", "waiting_for": [dead_url]}
+    assert other.status_code == 200
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ok"}
