@@ -7,6 +7,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
@@ -77,7 +78,7 @@ def test_question_gets_a_streamed_answer_and_a_source(page: Page, tmp_path: Path
 
 
 @pytest.mark.timeout(120, func_only=True)  # the stack fixture has its own deadline
-def test_sessions_are_listed_reopened_and_deleted(page: Page):
+def test_sessions_are_listed_reopened_continued_and_deleted(page: Page, local_stack: LocalStack):
     page.fill("#prompt", "Say hello.")
     page.click("#send")
     answer = page.locator(".message.assistant").last
@@ -93,6 +94,18 @@ def test_sessions_are_listed_reopened_and_deleted(page: Page):
     listed.locator(".open-session").click()
     expect(page.locator(".message")).to_have_count(2)
     expect(page.locator(".message.user")).to_contain_text("Say hello.")
+
+    page.fill("#prompt", "Say it again.")
+    page.click("#send")
+    expect(page.locator(".message.assistant").last).to_have_attribute(
+        "data-finish-reason", FINISHED, timeout=90_000
+    )
+    expect(page.locator("#session-label")).to_have_text(session_label)
+    stored = httpx.get(f"{local_stack.front_door_url}/v1/sessions/{session_id}", timeout=10)
+    assert [m["content"] for m in stored.json()["messages"] if m["role"] == "user"] == [
+        "Say hello.",
+        "Say it again.",
+    ]
 
     listed.locator(".delete-session").click()
     expect(listed).to_have_count(0)
