@@ -111,7 +111,7 @@ def stack_environment(
         # Both containers use the one model server: they render prompts with its tokenizer
         # and name the model as `transformers serve` does, by the directory it loaded.
         # OPTION_MODEL_ID is required by serving.properties and names the same weights.
-        for name in ("LOCAL_MODEL_DIR", "OPTION_MODEL_ID", "OPTION_TOKENIZER"):
+        for name in ("MODEL_DIR", "OPTION_MODEL_ID", "OPTION_TOKENIZER"):
             env[name] = str(model_dir)
         env["OPTION_SERVED_MODEL_NAME"] = str(model_dir)
     return env
