@@ -251,6 +251,13 @@ def chat_script() -> dict[str, Any]:
             "token_delay_s": 0.05,
         },
         {
+            "name": "medium",
+            "regex": r"medium please\n(<context>:[\s\S]*)?<bot>:$",
+            "scope": "all",
+            "response": " ".join(LONG_ANSWER.split()[:30]),
+            "token_delay_s": 0.05,
+        },
+        {
             "name": "long",
             "regex": r"long please\n(<context>:[\s\S]*)?<bot>:$",
             "scope": "all",

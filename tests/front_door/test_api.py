@@ -443,7 +443,7 @@ def test_session_deleted_mid_stream_ends_with_409_event_and_stays_deleted(
             "POST",
             "/v1/chat/completions",
             json={
-                "messages": [{"role": "user", "content": "slow please"}],
+                "messages": [{"role": "user", "content": "medium please"}],
                 "session_id": session_id,
                 "stream": True,
             },
