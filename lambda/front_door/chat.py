@@ -271,20 +271,27 @@ class ChatService:
             window_chars=self._settings.moderation_window_chars,
         )
         check: asyncio.Task[Verdict] | None = None
+        check_len = covered_len = 0  # text length the running / last passed check saw
         recheck = False
+
+        def start_check() -> asyncio.Task[Verdict]:
+            nonlocal check_len
+            check_len = len(window.text)
+            return asyncio.create_task(self._moderator.classify(window.window()))
+
         try:
             async for item in stream:
                 for text in self._texts(item, outcome):
                     if check is not None and check.done():
                         if self._apply(turn, check.result(), outcome):
                             return
-                        check = None
+                        check, covered_len = None, check_len
                         if recheck:  # a window came due while the last check ran
                             recheck = False
-                            check = asyncio.create_task(self._moderator.classify(window.window()))
+                            check = start_check()
                     if window.add(text):
                         if check is None:
-                            check = asyncio.create_task(self._moderator.classify(window.window()))
+                            check = start_check()
                         else:
                             recheck = True
                     if not outcome.text:
@@ -292,12 +299,16 @@ class ChatService:
                         turn.metrics.add("TimeToFirstToken", "Milliseconds", ttft_ms)
                     outcome.text.append(text)
                     yield text
-            if check is not None and self._apply(turn, await check, outcome):
-                return
+            if check is not None:
+                if self._apply(turn, await check, outcome):
+                    return
+                covered_len = check_len
             check = None
-            if outcome.text:
-                final = await self._moderator.classify("".join(outcome.text))
-                self._apply(turn, final, outcome)
+            answer = "".join(outcome.text)
+            # Skip the final check only when a passed window check already saw the whole answer.
+            seen_whole = covered_len == len(answer) <= self._settings.moderation_window_chars
+            if answer and not seen_whole:
+                self._apply(turn, await self._moderator.classify(answer), outcome)
         finally:
             if check is not None and not check.done():
                 check.cancel()

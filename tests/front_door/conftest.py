@@ -250,6 +250,15 @@ def chat_script() -> dict[str, Any]:
             "response": LONG_ANSWER,
             "token_delay_s": 0.05,
         },
+        *(
+            {
+                "name": f"exactly-{n}",
+                "regex": rf"exactly {n} please\n(<context>:[\s\S]*)?<bot>:$",
+                "scope": "all",
+                "response": " ".join(f"w{i}" for i in range(n)),
+            }
+            for n in (16, 17)
+        ),
         {
             "name": "medium",
             "regex": r"medium please\n(<context>:[\s\S]*)?<bot>:$",
@@ -342,6 +351,14 @@ class Chain:
         import httpx
 
         httpx.delete(f"{self.emulator.url}/_faults").raise_for_status()
+
+    def moderation_calls(self) -> int:
+        import httpx
+
+        stats = httpx.get(f"{self.emulator.url}/_stats").json()
+        return sum(
+            count for key, count in stats["invocations"].items() if "chatbot-test-moderation" in key
+        )
 
     def chat_prompts(self) -> list[str]:
         import httpx

@@ -300,6 +300,19 @@ def test_blocked_output_stops_the_stream_and_stores_the_refusal(client):
     assert FORBIDDEN not in json.dumps(stored)
 
 
+@pytest.mark.parametrize(("tokens", "calls"), [(3, 2), (16, 2), (17, 3)])
+def test_output_is_checked_by_window_and_whole_answer_exactly_as_needed(
+    client, chain, tokens, calls
+):
+    # Windows every 16 tokens here. 3 tokens: input + final check. 16: input + one window that
+    # saw the whole answer (the final check would repeat it). 17: input + window + final.
+    content = "hi" if tokens == 3 else f"exactly {tokens} please"
+    before = chain.moderation_calls()
+    response = ask(client, content, stream=True)
+    assert response.status_code == 200
+    assert chain.moderation_calls() - before == calls
+
+
 def test_moderation_unavailable_fails_closed_with_503(client, chain, scan_table, table):
     before = len(scan_table(table))
     chain.set_faults(moderation={"model_error": 5})
