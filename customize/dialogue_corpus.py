@@ -4,7 +4,7 @@ No public dialogue dataset can be downloaded here, and the point of the local ru
 summary *style* a base model does not have, so the pairs are written from scenario
 templates with varied phrasing and a fixed seed: re-running it reproduces the shipped files.
 The house style every summary follows:
-``<Name> asked <Name> about <topic>. Decision: <what was agreed>. Next step: <who, what, when>.``
+``Request: <Name> asked <Name> about <topic>. Decision: <agreement>. Next step: <who, what, when>.``
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def _meeting(rng: random.Random, a: str, b: str) -> Pair:
         ],
     )
     summary = (
-        f"{a} asked {b} about moving the meeting on {topic}. "
+        f"Request: {a} asked {b} about moving the meeting on {topic}. "
         f"Decision: the meeting moves from {old_day} to {new_day} at {time}. "
         f"Next step: {a} will send the updated invite today."
     )
@@ -170,7 +170,7 @@ def _laptop(rng: random.Random, a: str, b: str) -> Pair:
         ],
     )
     summary = (
-        f"{a} asked {b} about a laptop that {issue}. "
+        f"Request: {a} asked {b} about a laptop that {issue}. "
         f"Decision: IT will {fix} and lend {a} a spare laptop. "
         f"Next step: {a} will bring the laptop to the help desk {when}."
     )
@@ -224,7 +224,7 @@ def _order(rng: random.Random, a: str, b: str) -> Pair:
         ],
     )
     summary = (
-        f"{a} asked {b} about the late {item} order {number}. "
+        f"Request: {a} asked {b} about the late {item} order {number}. "
         f"Decision: the order arrives within {days} business days with {remedy}. "
         f"Next step: {b} will email {a} the tracking link."
     )
@@ -272,7 +272,7 @@ def _reservation(rng: random.Random, a: str, b: str) -> Pair:
         ],
     )
     summary = (
-        f"{a} asked {b} about a table for {people} on {day}. "
+        f"Request: {a} asked {b} about a table for {people} on {day}. "
         f"Decision: the table is booked for {time} with {wish}. "
         f"Next step: {b} will send {a} a confirmation text the day before."
     )
@@ -316,7 +316,7 @@ def _doctor(rng: random.Random, a: str, b: str) -> Pair:
         ],
     )
     summary = (
-        f"{a} asked {b} about an appointment for {complaint}. "
+        f"Request: {a} asked {b} about an appointment for {complaint}. "
         f"Decision: the appointment is on {day} at {time}. "
         f"Next step: {a} will arrive ten minutes early with {bring}."
     )
@@ -354,7 +354,7 @@ def _repair(rng: random.Random, a: str, b: str) -> Pair:
         ],
     )
     summary = (
-        f"{a} asked {b} about a repair because {problem}. "
+        f"Request: {a} asked {b} about a repair because {problem}. "
         f"Decision: {trade} will come on {day}. "
         f"Next step: {b} will text {a} when {trade} is on the way."
     )
@@ -401,7 +401,7 @@ def _deadline(rng: random.Random, a: str, b: str) -> Pair:
         ],
     )
     summary = (
-        f"{a} asked {b} about the deadline for {work}. "
+        f"Request: {a} asked {b} about the deadline for {work}. "
         f"Decision: the deadline moves from {old_day} to {new_day} because {blocker}. "
         f"Next step: {a} will send {b} the current draft."
     )
@@ -431,7 +431,7 @@ def _gym(rng: random.Random, a: str, b: str) -> Pair:
         ],
     )
     summary = (
-        f"{a} asked {b} about changing a gym membership. "
+        f"Request: {a} asked {b} about changing a gym membership. "
         f"Decision: the membership will {action} for {months} with no fee. "
         f"Next step: {b} will email {a} a form to sign."
     )
@@ -464,7 +464,7 @@ def _train_ticket(rng: random.Random, a: str, b: str) -> Pair:
         ],
     )
     summary = (
-        f"{a} asked {b} about a return train ticket to {city}. "
+        f"Request: {a} asked {b} about a return train ticket to {city}. "
         f"Decision: {a} booked the {time} train on {day} with a table seat for {price} euros. "
         f"Next step: {b} will email the tickets."
     )

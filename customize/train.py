@@ -73,8 +73,9 @@ class Hyperparameters:
 
     ``method`` is ``lora`` or ``full``. ``lora_layers`` adapts only the top N decoder layers
     (0: all), which on CPU saves most of the backward pass. ``max_steps`` above 0 stops early.
-    ``eval_steps`` 0 evaluates once per epoch. ``save_dtype`` ``auto`` saves bfloat16 when
-    training in bf16, else float32.
+    ``eval_steps`` 0 evaluates once per epoch. ``checkpoint_steps`` above 0 saves the
+    trainable weights and optimizer state that often, and a restarted job resumes from them.
+    ``save_dtype`` ``auto`` saves bfloat16 when training in bf16, else float32.
     """
 
     mode: Mode = Mode.FINE_TUNING
@@ -94,6 +95,7 @@ class Hyperparameters:
     lora_target_modules: str = "q_proj,k_proj,v_proj,o_proj"
     lora_layers: int = 0
     eval_steps: int = 0
+    checkpoint_steps: int = 0
     log_steps: int = 1
     seed: int = 42
     bf16: bool = False
@@ -201,6 +203,13 @@ class TrainingPaths:
     hyperparameters_file: Path = field(
         default_factory=lambda: _env_path(
             "SM_HPS_FILE", SAGEMAKER_ROOT / "input/config/hyperparameters.json"
+        )
+    )
+    # CheckpointConfig.LocalPath of the training job; SageMaker syncs it with S3, so a spot
+    # job interrupted and restarted finds its last checkpoint here.
+    checkpoint_dir: Path = field(
+        default_factory=lambda: _env_path(
+            "CUSTOMIZE_CHECKPOINT_DIR", SAGEMAKER_ROOT / "checkpoints"
         )
     )
 
@@ -416,7 +425,25 @@ def train(hp: Hyperparameters, paths: TrainingPaths) -> TrainingResult:
     generator = torch.Generator().manual_seed(hp.seed)
     batches = _batches(train_examples, hp, pad_id, generator)
     trained_tokens, train_seconds, epoch = 0, 0.0, 0.0
-    for step in range(1, total_steps + 1):
+    named_trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    checkpoint_file = paths.checkpoint_dir / "customize-checkpoint.pt"
+    first_step = 1
+    if hp.checkpoint_steps > 0 and checkpoint_file.is_file():
+        state = torch.load(checkpoint_file, map_location=device, weights_only=False)
+        with torch.no_grad():
+            for name, value in state["trainable"].items():
+                named_trainable[name].copy_(value)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history, validation = state["history"], state["validation"]
+        initial = validation[0]["validation_loss"]
+        trained_tokens, train_seconds = state["trained_tokens"], state["train_seconds"]
+        # Replay the batch order up to the checkpoint: same seed, same sequence of batches.
+        for _ in range(state["step"] * hp.gradient_accumulation_steps):
+            epoch, _batch = next(batches)
+        first_step = state["step"] + 1
+        _log(resumed_from_step=state["step"])
+    for step in range(first_step, total_steps + 1):
         started = time.perf_counter()
         step_loss = 0.0
         for _ in range(hp.gradient_accumulation_steps):
@@ -447,6 +474,22 @@ def train(hp: Hyperparameters, paths: TrainingPaths) -> TrainingResult:
             loss_value = _validation_loss(model, validation_examples, hp, pad_id, device)
             validation.append({"step": step, "validation_loss": loss_value})
             _log(step=step, validation_loss=loss_value)
+        if hp.checkpoint_steps > 0 and (step % hp.checkpoint_steps == 0 or step == total_steps):
+            paths.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            partial = checkpoint_file.with_suffix(".partial")
+            state = {
+                "step": step,
+                "trainable": {name: p.detach().cpu() for name, p in named_trainable.items()},
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "history": history,
+                "validation": validation,
+                "trained_tokens": trained_tokens,
+                "train_seconds": train_seconds,
+            }
+            torch.save(state, partial)
+            # A spot interruption mid-write must not leave a corrupt checkpoint behind.
+            os.replace(partial, checkpoint_file)
 
     if hp.method == "lora":
         model = model.merge_and_unload()

@@ -8,10 +8,10 @@ CUSTOMIZE_DATA := customize/datasets
 CUSTOMIZE_BASE = $$($(PY) -m customize base-model | tail -n 1)
 # CPU settings: short runs that still show the effect. LoRA on the top decoder layers only,
 # so the backward pass stops there; a high learning rate because the steps are few.
-CUSTOMIZE_FT_HP ?= --max_steps 24 --batch_size 4 --learning_rate 2e-3 --warmup_ratio 0.05 \
+CUSTOMIZE_FT_HP ?= --max_steps 32 --batch_size 4 --learning_rate 2e-3 --warmup_ratio 0.05 \
   --lora_rank 8 --lora_alpha 16 --lora_layers 4 \
   --lora_target_modules q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj \
-  --max_seq_len 256 --eval_steps 24 --log_steps 4
+  --max_seq_len 256 --eval_steps 32 --log_steps 4
 CUSTOMIZE_CPT_HP ?= --mode continued-pre-training --method lora --max_steps 12 --batch_size 4 \
   --learning_rate 1e-3 --warmup_ratio 0.1 --lora_rank 16 --lora_alpha 32 --lora_layers 6 \
   --lora_target_modules q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj \
@@ -35,7 +35,7 @@ customize-local-ft: setup ## Fine-tuning only: house-style dialogue summaries, R
 	  --model-dir $$out/model --output-data-dir $$out/output $(CUSTOMIZE_FT_HP); \
 	$(PY) -m customize evaluate --mode fine-tuning --data $$out/data/heldout/heldout.jsonl \
 	  --base-model $$base --customized-model $$out/model --out-dir $$out/report \
-	  --limit 24 --max-new-tokens 56 --batch-size 8 --samples 4 --require-improvement
+	  --limit 16 --max-new-tokens 48 --batch-size 8 --samples 4 --require-improvement
 
 customize-local-cpt: setup ## Continued pre-training only: this project's docs, held-out perplexity
 	base=$(CUSTOMIZE_BASE); out=$(CUSTOMIZE_OUT)/continued-pre-training; \

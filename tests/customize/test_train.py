@@ -245,3 +245,39 @@ def test_missing_channel_is_reported(tmp_path: Path, tiny_model_dir: Path) -> No
     )
     with pytest.raises(FileNotFoundError, match=r"no \.jsonl files"):
         train(resolve_hyperparameters({"base_model": str(tiny_model_dir)}), paths)
+
+
+@pytest.mark.timeout(180)
+def test_interrupted_run_resumes_from_its_checkpoint(
+    tmp_path: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # What a spot interruption looks like: the first job stops after 4 of 6 steps (its
+    # max_steps), the restarted one finds the checkpoint and goes on from step 5.
+    write_jsonl(tmp_path / "train" / "train.jsonl", FT_RECORDS)
+    write_jsonl(tmp_path / "validation" / "validation.jsonl", FT_RECORDS[:4])
+    paths = TrainingPaths(
+        train_dir=tmp_path / "train",
+        validation_dir=tmp_path / "validation",
+        model_dir=tmp_path / "model",
+        output_data_dir=tmp_path / "out",
+        checkpoint_dir=tmp_path / "checkpoints",
+    )
+    common = {
+        "learning_rate": "0.01",
+        "batch_size": "4",
+        "checkpoint_steps": "2",
+        "base_model": str(tiny_model_dir),
+    }
+    first = train(resolve_hyperparameters({**common, "max_steps": "4"}), paths)
+    assert (paths.checkpoint_dir / "customize-checkpoint.pt").is_file()
+    assert "resumed_from_step" not in capsys.readouterr().out
+    resumed = train(resolve_hyperparameters({**common, "max_steps": "6"}), paths)
+    log = capsys.readouterr().out
+    assert "resumed_from_step=4;" in log
+    # Only steps 5 and 6 were trained again.
+    assert "step=1; epoch" not in log
+    assert "step=6; epoch" in log
+    assert [entry["step"] for entry in resumed.metrics["history"]] == [1, 2, 3, 4, 5, 6]
+    assert resumed.metrics["history"][:4] == first.metrics["history"]
+    assert resumed.metrics["initial_validation_loss"] == first.metrics["initial_validation_loss"]
+    assert resumed.metrics["final_validation_loss"] < first.metrics["initial_validation_loss"]
