@@ -91,11 +91,79 @@ def _port_open(port: int) -> bool:
 LOG_LINES_KEPT = 80
 
 
+class _RunningStack:
+    """A ``python -m local.stack`` subprocess, its output copied to a log and kept in memory."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], log: Path, ports: dict[str, int]):
+        self.ports = ports
+        self.ready = threading.Event()
+        # Kept in memory too: concurrent pytest runs may prune this run's basetemp directory.
+        self.recent: deque[str] = deque(maxlen=LOG_LINES_KEPT)
+        self._log_file = log.open("w", encoding="utf-8")
+        self._stopped = False
+        self.process = subprocess.Popen(
+            argv,
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
+        self._reader = threading.Thread(target=self._copy_output, name="stack-log", daemon=True)
+        self._reader.start()
+
+    def _copy_output(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.recent.append(line.rstrip("\n"))
+            self._log_file.write(line)
+            self._log_file.flush()
+            if line.startswith(READY_PREFIX):
+                self.ready.set()
+
+    def tail(self) -> str:
+        return "\n".join(self.recent)
+
+    def wait_until_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not self.ready.wait(timeout=0.5):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"local stack did not print its ready line (exit {self.process.poll()}):\n"
+                    + self.tail()
+                )
+
+    def stop(self) -> None:
+        """SIGTERM the stack; fail if it ignores it or leaves a port open (idempotent)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        returncode: int | None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            returncode = self.process.wait(timeout=STACK_STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            returncode = None
+        self._reader.join(timeout=5)
+        self._log_file.close()
+        left_open = {flag: port for flag, port in self.ports.items() if _port_open(port)}
+        assert returncode is not None, "local stack ignored SIGTERM:\n" + self.tail()
+        assert not left_open, f"ports still open after SIGTERM: {left_open}\n" + self.tail()
+
+
+_RUNNING: list[_RunningStack] = []
+
+
 @pytest.fixture(scope="session")
 def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """Run ``python -m local.stack`` with scripted moderation; stop it with SIGTERM after.
 
-    Teardown fails the session if the stack does not exit on SIGTERM or leaves a port open.
+    Stopping fails the test run if the stack ignores SIGTERM or leaves a port open. It happens
+    right after the last test of this directory (see :func:`pytest_runtest_teardown`), so the
+    stack does not idle through the rest of the suite.
     """
     log = tmp_path_factory.mktemp("local-stack") / "stack.log"
     ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS)), strict=True))
@@ -110,54 +178,20 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
     env["PYTHONPATH"] = os.pathsep.join(
         [str(REPO_ROOT), str(REPO_ROOT / "container"), str(REPO_ROOT / "lambda")]
     )
-    ready = threading.Event()
-    # Kept in memory too: concurrent pytest runs may prune this run's basetemp directory.
-    recent: deque[str] = deque(maxlen=LOG_LINES_KEPT)
-    with log.open("w", encoding="utf-8") as log_file:
-        process = subprocess.Popen(
-            argv,
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            bufsize=1,
-        )
+    stack = _RunningStack(argv, env, log, ports)
+    _RUNNING.append(stack)
+    try:
+        stack.wait_until_ready(STACK_START_TIMEOUT_S)
+        yield LocalStack(ports=ports, env_name=env_name, log=log)
+    finally:
+        stack.stop()
 
-        def copy_output() -> None:
-            assert process.stdout is not None
-            for line in process.stdout:
-                recent.append(line.rstrip("\n"))
-                log_file.write(line)
-                log_file.flush()
-                if line.startswith(READY_PREFIX):
-                    ready.set()
 
-        reader = threading.Thread(target=copy_output, name="stack-log", daemon=True)
-        reader.start()
-        try:
-            deadline = time.monotonic() + STACK_START_TIMEOUT_S
-            while not ready.wait(timeout=0.5):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"local stack did not print its ready line (exit {process.poll()}):\n"
-                        + "\n".join(recent)
-                    )
-            yield LocalStack(ports=ports, env_name=env_name, log=log)
-        finally:
-            returncode: int | None
-            process.send_signal(signal.SIGTERM)
-            try:
-                returncode = process.wait(timeout=STACK_STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-                returncode = None
-            reader.join(timeout=5)
-    left_open = {flag: port for flag, port in ports.items() if _port_open(port)}
-    tail = "\n".join(recent)
-    assert returncode is not None, "local stack ignored SIGTERM:\n" + tail
-    assert not left_open, f"ports still open after SIGTERM: {left_open}\n" + tail
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """Stop the stack after the last test of this directory, not at the end of the session."""
+    here = Path(__file__).parent
+    if _RUNNING and (nextitem is None or here not in nextitem.path.parents):
+        _RUNNING.pop().stop()
 
 
 @contextmanager
