@@ -191,6 +191,14 @@ class CustomizationPipeline(Construct):
                     "LocalPath": "/opt/ml/checkpoints",
                 },
             }
+        # Spot jobs checkpoint every 50 steps unless the execution input says otherwise
+        # (braces in intrinsic string literals are escaped, as the ASL requires).
+        hyperparameters = (
+            'States.JsonMerge(States.StringToJson(\'\\{"checkpoint_steps": "50"\\}\'), '
+            "$.hyperparameters, false)"
+            if use_spot
+            else "$.hyperparameters"
+        )
         train = sfn.CustomState(
             self,
             "Train",
@@ -207,7 +215,7 @@ class CustomizationPipeline(Construct):
                             "ContainerEntrypoint": ["python3", "-m", "customize.train"],
                             "MetricDefinitions": [dict(item) for item in METRIC_DEFINITIONS],
                         },
-                        "HyperParameters": "$.hyperparameters",
+                        "HyperParameters": hyperparameters,
                         "InputDataConfig": [
                             _channel("train", uri("prepared", "train")),
                             _channel("validation", uri("prepared", "validation")),

@@ -133,7 +133,6 @@ def test_jobs_wait_for_completion_and_run_our_entrypoints(synthesized) -> None:
     ]
     names = {metric["Name"] for metric in training["AlgorithmSpecification"]["MetricDefinitions"]}
     assert names == {"train_loss", "validation_loss", "tokens_per_second"}
-    assert training["HyperParameters.$"] == "$.hyperparameters"
     assert training["TrainingJobName.$"].startswith(
         "States.Format('chatbot-test-cust-{}-train', $.run_id"
     )
@@ -151,10 +150,15 @@ def test_spot_training_checkpoints_only_when_enabled(synthesized) -> None:
         assert training["EnableManagedSpotTraining"] is True
         assert training["CheckpointConfig"]["LocalPath"] == "/opt/ml/checkpoints"
         assert "checkpoints" in training["CheckpointConfig"]["S3Uri.$"]
+        assert training["HyperParameters.$"] == (
+            'States.JsonMerge(States.StringToJson(\'\\{"checkpoint_steps": "50"\\}\'), '
+            "$.hyperparameters, false)"
+        )
         stopping = training["StoppingCondition"]
         assert stopping["MaxWaitTimeInSeconds"] == 2 * stopping["MaxRuntimeInSeconds"]
     else:
         assert "EnableManagedSpotTraining" not in training
+        assert training["HyperParameters.$"] == "$.hyperparameters"
         assert "MaxWaitTimeInSeconds" not in training["StoppingCondition"]
 
 
