@@ -10,7 +10,7 @@ from cfnlint.api import ManualArgs, lint_file  # type: ignore[import-untyped, un
 from syrupy.assertion import SnapshotAssertion
 from syrupy.extensions.json import JSONSnapshotExtension
 
-from tests.infra.conftest import ENVIRONMENTS, Synthesized, mask_hashes, synthesize_all
+from tests.infra.conftest import ENVIRONMENTS, REPO_ROOT, Synthesized, mask_hashes, synthesize_all
 
 STACKS = ("Stateful", "Inference", "FrontDoor")
 
@@ -46,7 +46,7 @@ def _acknowledgements(synthesized: Synthesized, env: str) -> list[tuple[str, str
 def test_cdk_nag_reports_no_unacknowledged_finding(synthesized: Synthesized, env: str) -> None:
     # Synth raises on any unacknowledged finding; the report must carry none for this stage.
     stage = f"chatbot-{env}/"
-    for plugin in synthesized.validation_report["pluginReports"]:
+    for plugin in synthesized.validation_report.get("pluginReports", []):
         paths = [c["constructPath"] for v in plugin["violations"] for c in v["violatingConstructs"]]
         assert [p for p in paths if p.startswith(stage)] == [], plugin["pluginName"]
     acknowledged = _acknowledgements(synthesized, env)
@@ -179,13 +179,25 @@ def test_inference_image_gets_the_regional_dlc_base_image(synthesized: Synthesiz
 
 
 def test_cdk_nag_is_active_and_fails_synth_on_a_finding(tmp_path: Any) -> None:
-    from aws_cdk import App, Stack, Validations
     from aws_cdk import aws_sqs as sqs
-    from cdk_nag import AwsSolutionsChecks
 
-    app = App(outdir=str(tmp_path))
-    sqs.Queue(Stack(app, "Bare"), "NoDlqNoTls")
-    Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    from app import build_app
+    from stacks.stage import ChatbotStage, SourcePaths
+
+    sources = SourcePaths.from_repository(REPO_ROOT)
+    app = build_app(
+        env_names=["dev"],
+        outdir=str(tmp_path / "cdk.out"),
+        sources=SourcePaths(
+            container_dir=sources.container_dir,
+            lambda_dir=sources.lambda_dir,
+            artifacts_dir=sources.artifacts_dir,
+            artifact_build_dir=tmp_path / "build",
+        ),
+    )
+    stage = app.node.find_child("chatbot-dev")
+    assert isinstance(stage, ChatbotStage)
+    sqs.Queue(stage.stateful, "NoDlqNoTls")  # a finding the app's own plugin must catch
     with pytest.raises(RuntimeError, match="ValidationFailed") as raised:
         app.synth()
     assert "AwsSolutions-SQS3" in str(raised.value)
