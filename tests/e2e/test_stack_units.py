@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -18,11 +19,13 @@ from moto.server import ThreadedMotoServer
 from pydantic import ValidationError
 
 from inference_server.backend_client import BackendClient
+from inference_server.local_backend import SMOLLM2_GGUF
 from inference_server.moderation import Moderator
 from local.chat_page import STATIC_DIR, mount_chat_page
 from local.scripted_backend import Script
 from local.stack.config import DEFAULT_MODERATION_RULES, REPO_ROOT, load_config
 from local.stack.front_door_app import StackHealthGate
+from local.stack.retrieval_index import ensure_sample_index, index_is_complete
 from local.stack.runner import (
     health_checks,
     select_processes,
@@ -236,3 +239,25 @@ def test_healthz_waits_for_every_other_part_and_names_the_missing_ones(serve_asg
     assert other.status_code == 200
     assert ready.status_code == 200
     assert ready.json() == {"status": "ok"}
+
+
+@pytest.mark.timeout(120)
+def test_a_missing_sample_index_is_built_once_with_the_container_cli(tmp_path: Path):
+    artifacts = tmp_path / "chat"
+    corpus = tmp_path / "corpus"
+    artifacts.mkdir()
+    corpus.mkdir()
+    shutil.copy(REPO_ROOT / "model_artifacts" / "chat" / "serving.properties", artifacts)
+    (corpus / "sessions.md").write_text(
+        "# Sessions\n\nEach chat session is stored in DynamoDB, one item per message.\n",
+        encoding="utf-8",
+    )
+    env = stack_environment(load_config([]), os.environ)
+
+    built = ensure_sample_index(env, model_id=SMOLLM2_GGUF, artifacts_dir=artifacts, corpus=corpus)
+
+    assert built == artifacts / "index"
+    assert index_is_complete(built)
+    first_build = (built / "index.faiss").stat().st_mtime_ns
+    assert ensure_sample_index(env, model_id=SMOLLM2_GGUF, artifacts_dir=artifacts, corpus=corpus)
+    assert (built / "index.faiss").stat().st_mtime_ns == first_build
