@@ -59,7 +59,7 @@ def page(browser: Browser, local_stack: LocalStack) -> Iterator[Page]:
 
 
 @pytest.mark.timeout(120, func_only=True)  # the stack fixture has its own deadline
-def test_question_gets_a_streamed_answer_and_a_source(page: Page, tmp_path: Path):
+def test_question_gets_a_streamed_answer_and_a_source(page: Page):
     page.evaluate(RECORD_ANSWER_GROWTH)
 
     page.fill("#prompt", QUESTION)
@@ -69,7 +69,6 @@ def test_question_gets_a_streamed_answer_and_a_source(page: Page, tmp_path: Path
     expect(answer).to_have_attribute("data-finish-reason", FINISHED, timeout=90_000)
     expect(answer.locator(".sources li").first).to_be_visible()
     expect(page.locator("#error")).to_be_hidden()
-    page.screenshot(path=tmp_path / "chat_page.png")
     lengths = page.evaluate("window.answerLengths")
     growth = sorted({n for n in lengths if n > 0})
     assert len(growth) >= 2, f"answer did not stream: lengths seen {lengths}"
