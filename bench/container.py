@@ -78,16 +78,23 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _wait(url: str, timeout_s: float = 300.0) -> None:
+def _wait(url: str, process: subprocess.Popen[bytes], timeout_s: float = 300.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        if process.poll() is not None:
+            stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
+            raise RuntimeError(f"{process.args!r} exited with {process.returncode}:\n{stderr}")
         try:
             if httpx.get(url, timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
-    raise TimeoutError(url)
+    try:
+        last = httpx.get(url, timeout=2).text
+    except httpx.HTTPError as exc:
+        last = repr(exc)
+    raise TimeoutError(f"{url} not ready within {timeout_s} s; last answer: {last}")
 
 
 @contextmanager
@@ -96,7 +103,7 @@ def _process(command: list[str], ready_url: str, **env: str) -> Iterator[subproc
         command, cwd=REPO, env={**_env(), **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     try:
-        _wait(ready_url)
+        _wait(ready_url, process)
         yield process
     finally:
         process.terminate()
@@ -323,7 +330,9 @@ def main() -> None:
         help="tokenizer dir for the scripted run (default: the converted SmolLM2 dir)",
     )
     args = parser.parse_args()
-    smollm2_dir = args.tokenizer or resolve_local_model(SMOLLM2_GGUF, REPO / ".cache" / "models")
+    smollm2_dir = (
+        args.tokenizer or resolve_local_model(SMOLLM2_GGUF, REPO / ".cache" / "models")
+    ).resolve()
 
     scripted = _summarise(
         f"scripted backend ({args.tokens} tokens/stream, {args.token_delay_s * 1000:.0f} ms/token)",
