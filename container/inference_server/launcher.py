@@ -239,6 +239,16 @@ class _Supervisor:
             logger.info("backend healthy at %s", self.settings.backend_url)
         finally:
             await client.aclose()
+        # A role that cannot load (bad index, template or tokenizer) would keep /ping at 503
+        # until SageMaker's start-up timeout; exiting now reports the fault at once.
+        while True:
+            services = getattr(self.server.config.app.state, "services", None)  # type: ignore[union-attr]
+            if services is not None and services.load_error is not None:
+                self._fail(f"the {self.settings.role} role failed to load: {services.load_error}")
+                return
+            if services is not None and services.role_ready:
+                break
+            await asyncio.sleep(BACKEND_POLL_S)
         if self.process is not None:
             code = await self.process.wait()
             if not self.stopping:

@@ -10,7 +10,13 @@ from moto.server import ThreadedMotoServer
 from inference_server.artifacts import download_s3_prefix, package_path, resolve_artifact
 from inference_server.launcher import build_local_command, build_vllm_command, prepare_settings
 from inference_server.settings import load_settings
-from tests.container.helpers import CHAT_PROPERTIES, free_port, start_launcher
+from tests.container.helpers import (
+    CHAT_PROPERTIES,
+    ScriptedBackend,
+    free_port,
+    start_launcher,
+    stop_process,
+)
 
 
 def test_vllm_command_carries_every_sizing_option(monkeypatch) -> None:
@@ -116,3 +122,23 @@ def test_backend_that_cannot_start_makes_the_launcher_exit_non_zero(tmp_path: Pa
             launched.process.kill()
     assert code != 0
     assert "backend could not start" in launched.log_text()
+
+
+@pytest.mark.timeout(120)
+def test_role_that_cannot_load_makes_the_launcher_exit_non_zero(
+    tmp_path: Path, scripted_backend: ScriptedBackend
+) -> None:
+    launched = start_launcher(
+        tmp_path,
+        CHAT_PROPERTIES,
+        backend_url=scripted_backend.url,
+        OPTION_MODEL_ID="unused",
+        OPTION_TOKENIZER=str(tmp_path / "no-tokenizer-here"),
+        OPTION_RETRIEVER="none",
+    )
+    try:
+        code = launched.process.wait(timeout=100)
+    finally:
+        stop_process(launched.process)
+    assert code == 1
+    assert "the chat role failed to load" in launched.log_text()
