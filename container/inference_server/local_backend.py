@@ -40,6 +40,13 @@ def _source_fingerprint(gguf: Path) -> dict[str, object]:
     return {"file": gguf.name, "size": stat.st_size}
 
 
+def _is_current(marker: Path, fingerprint: dict[str, object]) -> bool:
+    try:
+        return bool(json.loads(marker.read_text("utf-8")) == fingerprint)
+    except (OSError, ValueError):
+        return False
+
+
 def ensure_converted_model(gguf: Path, cache_dir: Path = DEFAULT_CACHE_DIR) -> Path:
     """Return a safetensors model directory for a GGUF file, converting it on first use.
 
@@ -59,7 +66,7 @@ def ensure_converted_model(gguf: Path, cache_dir: Path = DEFAULT_CACHE_DIR) -> P
     target = cache_dir / gguf.stem.lower()
     marker = target / _SOURCE_MARKER
     fingerprint = _source_fingerprint(gguf)
-    if marker.is_file() and json.loads(marker.read_text("utf-8")) == fingerprint:
+    if _is_current(marker, fingerprint):
         return target
 
     from safetensors.torch import save_model
@@ -81,6 +88,10 @@ def ensure_converted_model(gguf: Path, cache_dir: Path = DEFAULT_CACHE_DIR) -> P
         tokenizer.save_pretrained(staging)
         save_model(model, str(staging / "model.safetensors"))
         (staging / _SOURCE_MARKER).write_text(json.dumps(fingerprint), "utf-8")
+        if _is_current(marker, fingerprint):
+            # Another process (a concurrent test run) finished the same conversion first.
+            shutil.rmtree(staging)
+            return target
         if target.exists():
             shutil.rmtree(target)
         # A rename is atomic: a concurrent start sees either no model or a complete one.
