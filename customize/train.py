@@ -554,6 +554,8 @@ def build_parser() -> argparse.ArgumentParser:
     """Command-line options; any other ``--name value`` pair is read as a hyperparameter."""
     parser = argparse.ArgumentParser(
         prog="customize train",
+        # Hyperparameters pass through as unknown options: --mode must not abbreviate --model-dir.
+        allow_abbrev=False,
         description="Run a customization training job (SageMaker's /opt/ml layout by default).",
     )
     parser.add_argument("--train-dir", type=Path, help="train channel (default $SM_CHANNEL_TRAIN)")

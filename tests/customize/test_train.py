@@ -281,3 +281,14 @@ def test_interrupted_run_resumes_from_its_checkpoint(
     assert resumed.metrics["history"][:4] == first.metrics["history"]
     assert resumed.metrics["initial_validation_loss"] == first.metrics["initial_validation_loss"]
     assert resumed.metrics["final_validation_loss"] < first.metrics["initial_validation_loss"]
+
+
+def test_command_line_hyperparameters_are_not_taken_for_path_options() -> None:
+    from customize.train import _parse_overrides, build_parser
+
+    arguments, rest = build_parser().parse_known_args(
+        ["--mode", "continued-pre-training", "--model-dir", "/tmp/m", "--bf16", "--lora_rank", "4"]
+    )
+    assert arguments.model_dir == Path("/tmp/m")
+    hp = resolve_hyperparameters(_parse_overrides(rest))
+    assert (hp.mode, hp.bf16, hp.lora_rank) == (Mode.CONTINUED_PRE_TRAINING, True, 4)
