@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import logging
 import os
@@ -55,15 +54,15 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
 
 
 def _s3_client() -> Any:
-    # import_module: boto3 ships no type stubs, and the client is used untyped anyway.
-    boto3: Any = importlib.import_module("boto3")
-    config: Any = importlib.import_module("botocore.config").Config
+    # Imported here: only roles whose artifacts live in S3 pay for boto3's import.
+    import boto3
+    from botocore.config import Config
 
     # AWS_ENDPOINT_URL_S3 lets tests point at a local S3-compatible server.
     return boto3.client(
         "s3",
         endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3") or None,
-        config=config(max_pool_connections=32, retries={"max_attempts": 5, "mode": "adaptive"}),
+        config=Config(max_pool_connections=32, retries={"max_attempts": 5, "mode": "adaptive"}),
     )
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import re
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from inference_server.artifacts import resolve_artifact
 from inference_server.retrieval import (
@@ -25,7 +25,6 @@ from inference_server.retrieval import (
 )
 
 # tqdm ships no type stubs.
-tqdm: Any = importlib.import_module("tqdm").tqdm
 
 __all__ = ["Chunk", "build_index", "choose_index_type", "chunk_documents", "main"]
 
