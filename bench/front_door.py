@@ -33,27 +33,14 @@ from typing import Any
 
 import httpx
 
+from local.dynamodb import create_session_table
+
 REPO = Path(__file__).resolve().parents[1]
 CHAT_ENDPOINT = "chatbot-bench-chat"
 MODERATION_ENDPOINT = "chatbot-bench-moderation"
 TOKENS = 64
 TOKEN_DELAY_S = 0.002  # a fast model: ~500 tokens/s per stream
 COLD_INIT_RUNS = 5
-# moto's backend is not thread-safe (concurrent transactions fail with "dictionary changed size
-# during iteration"); serve it one request at a time, as tests/front_door/conftest.py does.
-SERIALIZED_MOTO = """
-import sys, threading
-from moto.moto_server.werkzeug_app import (
-    DomainDispatcherApplication, MotoRequestHandler, create_backend_app)
-from werkzeug.serving import make_server
-app = DomainDispatcherApplication(create_backend_app)
-lock = threading.Lock()
-def serialized(environ, start_response):
-    with lock:
-        return list(app(environ, start_response))
-make_server("127.0.0.1", int(sys.argv[1]), serialized, threaded=True,
-            request_handler=MotoRequestHandler).serve_forever()
-"""
 TARGETS = {
     "ttft_overhead_ms_p50": 10.0,
     "ttft_overhead_ms_p99": 30.0,
@@ -307,27 +294,7 @@ def create_table(dynamodb_url: str, name: str) -> None:
     import boto3
 
     client = boto3.client("dynamodb", endpoint_url=dynamodb_url, region_name="us-east-1")
-    client.create_table(
-        TableName=name,
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[
-            {"AttributeName": n, "AttributeType": "S"} for n in ("pk", "sk", "owner", "updated_at")
-        ],
-        KeySchema=[
-            {"AttributeName": "pk", "KeyType": "HASH"},
-            {"AttributeName": "sk", "KeyType": "RANGE"},
-        ],
-        GlobalSecondaryIndexes=[
-            {
-                "IndexName": "by-owner",
-                "KeySchema": [
-                    {"AttributeName": "owner", "KeyType": "HASH"},
-                    {"AttributeName": "updated_at", "KeyType": "RANGE"},
-                ],
-                "Projection": {"ProjectionType": "ALL"},
-            }
-        ],
-    )
+    create_session_table(client, name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -403,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         stack.enter_context(
             process(
-                [py, "-c", SERIALIZED_MOTO, str(ports["ddb"])],
+                [py, "-m", "local.dynamodb", "--port", str(ports["ddb"])],
                 f"{url['ddb']}/moto-api/",
                 workdir / "moto.log",
             )

@@ -23,7 +23,7 @@ from local.stack.config import (
     REPO_ROOT,
     StackConfig,
 )
-from local.stack.dynamodb import create_session_table
+from local.stack.dynamodb import ensure_session_table
 from local.stack.retrieval_index import ensure_sample_index
 
 READY_PREFIX = "Local stack ready:"
@@ -222,7 +222,7 @@ def wait_until_ready(
     RuntimeError
         The stack stopped while waiting.
     """
-    create_session_table(
+    ensure_session_table(
         endpoint_url=config.dynamodb_url,
         table_name=config.table_name,
         region=config.region,

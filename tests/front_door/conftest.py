@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from local.dynamodb import DynamoDbServer, create_session_table
+
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
@@ -77,45 +79,11 @@ def serve() -> Callable[..., UvicornThread]:
     return UvicornThread
 
 
-def _atomic_moto_server(port: int) -> Any:
-    """moto in server mode, one request at a time.
-
-    moto's backend takes no lock, so under concurrent requests its condition checks and
-    transactions are not atomic (lost updates); DynamoDB's are. Serializing requests gives
-    the guarantee the session store relies on, which the concurrency tests then exercise.
-    """
-    from moto.moto_server.werkzeug_app import (
-        DomainDispatcherApplication,
-        MotoRequestHandler,
-        create_backend_app,
-    )
-    from moto.server import ThreadedMotoServer
-    from werkzeug.serving import make_server
-
-    lock = threading.Lock()
-
-    def serialized(environ: Any, start_response: Any) -> list[bytes]:
-        with lock:
-            return list(app(environ, start_response))
-
-    app = DomainDispatcherApplication(create_backend_app)
-
-    class AtomicMotoServer(ThreadedMotoServer):
-        def _server_entry(self) -> None:
-            self._server = make_server(
-                "127.0.0.1", port, serialized, threaded=True, request_handler=MotoRequestHandler
-            )
-            self._server_ready_event.set()
-            self._server.serve_forever()
-
-    return AtomicMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-
-
 @pytest.fixture(scope="session")
 def dynamodb_url() -> Iterator[str]:
     """A moto DynamoDB-compatible server over real HTTP, for the whole session."""
     port = free_port()
-    server = _atomic_moto_server(port)
+    server = DynamoDbServer("127.0.0.1", port)
     server.start()
     try:
         yield f"http://127.0.0.1:{port}"
@@ -131,62 +99,23 @@ def dynamodb(dynamodb_url: str) -> Any:
     return boto3.client("dynamodb", endpoint_url=dynamodb_url, region_name=REGION)
 
 
-def create_session_table(client: Any, name: str) -> str:
-    """Create the session table exactly as docs/interfaces.md describes it.
-
-    Parameters
-    ----------
-    client
-        boto3 DynamoDB client.
-    name
-        Table name.
-
-    Returns
-    -------
-    str
-        The table name.
-    """
-    client.create_table(
-        TableName=name,
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
-            {"AttributeName": "owner", "AttributeType": "S"},
-            {"AttributeName": "updated_at", "AttributeType": "S"},
-        ],
-        KeySchema=[
-            {"AttributeName": "pk", "KeyType": "HASH"},
-            {"AttributeName": "sk", "KeyType": "RANGE"},
-        ],
-        GlobalSecondaryIndexes=[
-            {
-                "IndexName": "by-owner",
-                "KeySchema": [
-                    {"AttributeName": "owner", "KeyType": "HASH"},
-                    {"AttributeName": "updated_at", "KeyType": "RANGE"},
-                ],
-                "Projection": {"ProjectionType": "ALL"},
-            }
-        ],
-    )
-    client.update_time_to_live(
-        TableName=name,
-        TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"},
-    )
+def new_session_table(client: Any) -> str:
+    """Create a session table with a unique name (schema: ``local.dynamodb``) and return it."""
+    name = f"sessions-{uuid.uuid4().hex[:12]}"
+    create_session_table(client, name)
     return name
 
 
 @pytest.fixture
 def session_table(dynamodb: Any) -> str:
     """A fresh, empty session table for one test."""
-    return create_session_table(dynamodb, f"sessions-{uuid.uuid4().hex[:12]}")
+    return new_session_table(dynamodb)
 
 
 @pytest.fixture(scope="module")
 def module_session_table(dynamodb: Any) -> str:
     """A session table shared by one test module."""
-    return create_session_table(dynamodb, f"sessions-{uuid.uuid4().hex[:12]}")
+    return new_session_table(dynamodb)
 
 
 def table_items(client: Any, table: str) -> list[dict[str, Any]]:
