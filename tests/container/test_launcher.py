@@ -13,10 +13,10 @@ from inference_server.settings import load_settings
 from tests.container.helpers import (
     CHAT_PROPERTIES,
     ScriptedBackend,
-    free_port,
     start_launcher,
     stop_process,
 )
+from tests.servers import free_port
 
 
 def test_vllm_command_carries_every_sizing_option(monkeypatch) -> None:

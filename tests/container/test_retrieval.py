@@ -11,7 +11,8 @@ from fastapi import FastAPI
 
 from inference_server.build_index import build_index, choose_index_type, chunk_documents, main
 from inference_server.retrieval import FaissRetriever, HttpSearchRetriever, json_path
-from tests.container.helpers import REPO, serve_in_thread
+from tests.container.helpers import REPO
+from tests.servers import serve_asgi
 
 CHAT = REPO / "model_artifacts" / "chat"
 
@@ -158,7 +159,7 @@ def test_http_search_retriever_maps_configured_paths() -> None:
         finally:
             await retriever.aclose()
 
-    with serve_in_thread(api) as url:
+    with serve_asgi(api) as url:
         passages = asyncio.run(run(url))
     assert [(p.id, p.title, p.text, p.score) for p in passages] == [
         ("a", "Alpha", "first", 0.9),

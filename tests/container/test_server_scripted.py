@@ -16,12 +16,12 @@ from tests.container.helpers import (
     MODERATION_PROPERTIES,
     Launched,
     ScriptedBackend,
-    free_port,
     start_launcher,
     start_scripted_backend,
     stop_process,
     wait_for,
 )
+from tests.servers import free_port
 
 pytestmark = pytest.mark.timeout(180)
 
