@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -12,8 +11,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
-# tqdm ships no type stubs.
-tqdm: Any = importlib.import_module("tqdm").tqdm
+from tqdm import tqdm
 
 __all__ = [
     "DIALOGUE_SUMMARY_TEMPLATE",

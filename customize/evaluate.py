@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 from collections.abc import Sequence
@@ -10,10 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from customize.data import Mode, read_jsonl
+from tqdm import tqdm
 
-# tqdm ships no type stubs.
-tqdm: Any = importlib.import_module("tqdm").tqdm
+from customize.data import Mode, read_jsonl
 
 __all__ = [
     "EvaluationReport",
