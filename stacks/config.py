@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from functools import cache
 from typing import Annotated, Any, Literal
 
+import botocore.session
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from stacks.instance_catalog import GpuInstanceType, UnknownInstanceTypeError
@@ -15,6 +17,7 @@ __all__ = [
     "MODERATION_LABELS",
     "BaseImageConfig",
     "ConfigError",
+    "CustomizationConfig",
     "EndpointSettings",
     "EnvironmentConfig",
     "FrontDoorConfig",
@@ -49,6 +52,16 @@ MAX_WEIGHT_SHARE_OF_GPU_MEMORY = 0.9
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827)
 
 TimeoutSeconds = Annotated[int, Field(ge=60, le=3600)]
+
+# customize.train and customize.evaluate load the base model in float32 on one device.
+CUSTOMIZATION_BYTES_PER_PARAMETER = BYTES_PER_PARAMETER["float32"]
+
+
+@cache
+def _sagemaker_instance_types(shape: str) -> frozenset[str]:
+    # The pinned botocore's service model is the list SageMaker's API validates against.
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    return frozenset(model.shape_for(shape).enum)
 
 
 class ConfigError(ValueError):
@@ -185,6 +198,50 @@ class FrontDoorConfig(_Frozen):
         return self
 
 
+class CustomizationConfig(_Frozen):
+    """The customization pipeline: GPU instances of its training and evaluation jobs, spot."""
+
+    training_instance_type: str
+    evaluation_instance_type: str
+    # Managed spot training with checkpoints (the evaluation job always runs on demand).
+    use_spot: bool
+
+    @property
+    def training_instance(self) -> GpuInstanceType:
+        """The validated training instance type."""
+        return GpuInstanceType.parse(self.training_instance_type)
+
+    @property
+    def evaluation_instance(self) -> GpuInstanceType:
+        """The validated evaluation instance type."""
+        return GpuInstanceType.parse(self.evaluation_instance_type)
+
+    @model_validator(mode="after")
+    def _sagemaker_accepts_instances(self) -> CustomizationConfig:
+        # The evaluation job is a processing job: SageMaker accepts fewer types there.
+        for field, value, shape, job in (
+            (
+                "training_instance_type",
+                self.training_instance_type,
+                "TrainingInstanceType",
+                "training",
+            ),
+            (
+                "evaluation_instance_type",
+                self.evaluation_instance_type,
+                "ProcessingInstanceType",
+                "processing",
+            ),
+        ):
+            try:
+                GpuInstanceType.parse(value)
+            except UnknownInstanceTypeError as error:
+                raise ValueError(f"{field}: {error}") from None
+            if value not in _sagemaker_instance_types(shape):
+                raise ValueError(f"{field}: SageMaker does not run {job} jobs on {value!r}")
+        return self
+
+
 class EnvironmentConfig(_Frozen):
     """Everything one environment (one CDK Stage) needs."""
 
@@ -197,11 +254,35 @@ class EnvironmentConfig(_Frozen):
     chat: EndpointSettings
     moderation: EndpointSettings
     front_door: FrontDoorConfig
+    # Absent: the environment has no customization stack.
+    customization: CustomizationConfig | None = None
 
     @model_validator(mode="after")
     def _account_and_region_together(self) -> EnvironmentConfig:
         if (self.account is None) != (self.region is None):
             raise ValueError("account/region: set both (a deployable environment) or neither")
+        return self
+
+    @model_validator(mode="after")
+    def _chat_model_fits_customization_jobs(self) -> EnvironmentConfig:
+        # The pipeline customizes the chat model; its jobs hold it in float32 on one GPU.
+        if self.customization is None:
+            return self
+        model = self.chat.model
+        need_gb = model.parameters_billion * CUSTOMIZATION_BYTES_PER_PARAMETER
+        for field, instance in (
+            ("training_instance_type", self.customization.training_instance),
+            ("evaluation_instance_type", self.customization.evaluation_instance),
+        ):
+            budget_gb = MAX_WEIGHT_SHARE_OF_GPU_MEMORY * instance.gpu_memory_gb
+            if need_gb > budget_gb:
+                raise ValueError(
+                    f"customization.{field}: the chat model's {model.parameters_billion}B "
+                    f"parameters in float32 (as the customization jobs load them, on one GPU) "
+                    f"need {need_gb:.1f} GB, more than "
+                    f"{MAX_WEIGHT_SHARE_OF_GPU_MEMORY:.0%} of one {instance.gpu_memory_gb} GB GPU "
+                    f"of {instance.name} ({budget_gb:.1f} GB)"
+                )
         return self
 
     @property

@@ -1,4 +1,4 @@
-"""One CDK Stage per environment: stateful, inference and front-door stacks wired together."""
+"""One CDK Stage per environment: stateful, inference, front-door and customization stacks."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from constructs import Construct
 
 from stacks.base_image import resolve_base_image
 from stacks.config import EnvironmentConfig
+from stacks.customization_stack import CustomizationStack
 from stacks.front_door_stack import FrontDoorStack
 from stacks.inference_stack import InferenceStack
 from stacks.stateful_stack import StatefulStack
@@ -24,7 +25,8 @@ class SourcePaths:
     Attributes
     ----------
     container_dir:
-        ``container/`` (inference image build context).
+        ``container/`` (inference image build context); its parent, the repository root, is
+        the customization jobs image's build context.
     lambda_dir:
         ``lambda/`` (front-door image build context).
     artifacts_dir:
@@ -107,3 +109,23 @@ class ChatbotStage(Stage):
         )
         # The endpoints read weights from the bucket by name, which CloudFormation cannot see.
         self.inference.add_stack_dependency(self.stateful)
+        self.customization: CustomizationStack | None = None
+        if config.customization is not None:
+            self.customization = CustomizationStack(
+                self,
+                "Customization",
+                env_name=config.name,
+                repository_root=sources.container_dir.parent,
+                base_image=resolve_base_image(config.base_image, config.region),
+                assets_bucket=self.stateful.model_assets,
+                base_weights_name=config.chat.model.weights_name,
+                chat_endpoint=self.inference.chat,
+                serving_image=self.inference.image,
+                training_instance_type=config.customization.training_instance_type,
+                evaluation_instance_type=config.customization.evaluation_instance_type,
+                use_spot=config.customization.use_spot,
+                termination_protection=config.protect_data,
+                description=f"chatbot {config.name}: customization pipeline",
+            )
+            # The jobs read base weights and datasets from the bucket by name, as the endpoints do.
+            self.customization.add_stack_dependency(self.stateful)

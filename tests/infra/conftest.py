@@ -79,6 +79,20 @@ def mask_hashes(value: Any) -> Any:
     return value
 
 
+def resolve_join(value: Any) -> str:
+    """Flatten an ``Fn::Join`` of literals and pseudo-parameters into one string."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and "Fn::Join" in value:
+        separator, parts = value["Fn::Join"]
+        return str(separator).join(resolve_join(part) for part in parts)
+    if isinstance(value, dict) and "Ref" in value:
+        return f"<{value['Ref']}>"
+    if isinstance(value, dict) and "Fn::GetAtt" in value:
+        return f"<{'.'.join(value['Fn::GetAtt'])}>"
+    return "<token>"  # Fn::Sub and the like: only literals matter to these tests
+
+
 @pytest.fixture(scope="session")
 def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     """All environments, synthesized once for the whole session."""

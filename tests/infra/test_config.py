@@ -99,6 +99,37 @@ def test_unknown_environment_lists_known_ones(cdk_json_context: dict[str, Any]) 
         ("dev", "chat.turbo", True, "chat.turbo", "Extra inputs"),
         ("dev", "chat.instance_type", _DELETE, "chat.instance_type", "Field required"),
         ("dev", "base_image.framework", _DELETE, "base_image", "either uri"),
+        (
+            "dev",
+            "customization.training_instance_type",
+            "ml.m5.xlarge",
+            "customization",
+            "training_instance_type: 'ml.m5.xlarge' is not a known SageMaker GPU",
+        ),
+        (
+            "dev",
+            "customization.evaluation_instance_type",
+            "ml.trn1.2xlarge",
+            "customization",
+            "evaluation_instance_type: 'ml.trn1.2xlarge' is not a known SageMaker GPU",
+        ),
+        (
+            "dev",
+            "customization.evaluation_instance_type",
+            "ml.p4d.24xlarge",
+            "customization",
+            "evaluation_instance_type: SageMaker does not run processing jobs on 'ml.p4d.24xlarge'",
+        ),
+        ("dev", "customization.use_spot", "sometimes", "customization.use_spot", "boolean"),
+        ("dev", "customization.use_spot", _DELETE, "customization.use_spot", "Field required"),
+        ("dev", "customization.epochs", 3, "customization.epochs", "Extra inputs"),
+        (
+            "dev",
+            "chat.model.parameters_billion",
+            6.0,
+            "(root)",
+            "customization.training_instance_type: the chat model's 6.0B parameters in float32",
+        ),
     ],
 )
 def test_invalid_setting_names_environment_and_field(
@@ -110,6 +141,61 @@ def test_invalid_setting_names_environment_and_field(
     message = str(raised.value)
     assert f"environment {env!r}: {field}" in message
     assert reason in message
+
+
+def test_customization_is_optional_and_frozen(cdk_json_context: dict[str, Any]) -> None:
+    dev = load_environment(cdk_json_context, "dev").customization
+    assert dev is not None
+    assert (dev.training_instance_type, dev.evaluation_instance_type, dev.use_spot) == (
+        "ml.g5.2xlarge",
+        "ml.g5.xlarge",
+        True,
+    )
+    with pytest.raises(ValueError, match="frozen"):
+        dev.use_spot = False  # type: ignore[misc]
+    assert load_environment(cdk_json_context, "prod").customization is None
+    disabled = _with(cdk_json_context, "dev", "customization", _DELETE)
+    assert load_environment(disabled, "dev").customization is None
+
+
+def test_customization_jobs_must_hold_the_chat_model_in_float32_on_one_gpu(
+    cdk_json_context: dict[str, Any],
+) -> None:
+    # 2.8B in float32 = 11.2 GB fits 90% of one 16 GB T4 (14.4 GB); 4B (16 GB) does not,
+    # although 4B in float16 (8 GB) fits the chat endpoint's A10G.
+    context = _with(
+        cdk_json_context, "dev", "customization.evaluation_instance_type", "ml.g4dn.xlarge"
+    )
+    assert load_environment(context, "dev").customization is not None
+    context = _with(context, "dev", "chat.model.parameters_billion", 4.0)
+    with pytest.raises(ConfigError, match=r"evaluation_instance_type: .*16\.0 GB.*14\.4 GB"):
+        load_environment(context, "dev")
+    # ...and prod's 20.6B (82.4 GB) fits one 141 GB H200 for training, but no GPU that
+    # SageMaker processing jobs accept in the catalog holds it for evaluation.
+    for evaluation in ("ml.g6e.xlarge", "ml.g5.48xlarge", "ml.p3.16xlarge"):
+        customization = {
+            "training_instance_type": "ml.p5e.48xlarge",
+            "evaluation_instance_type": evaluation,
+            "use_spot": False,
+        }
+        context = _with(cdk_json_context, "prod", "customization", customization)
+        with pytest.raises(ConfigError) as raised:
+            load_environment(context, "prod")
+        assert str(raised.value).startswith(
+            "environment 'prod': (root): customization.evaluation_instance_type: "
+            "the chat model's 20.6B parameters in float32"
+        )
+        assert "82.4 GB" in str(raised.value)
+
+
+def test_sagemaker_job_instance_lists_come_from_the_service_model() -> None:
+    from stacks.config import _sagemaker_instance_types
+
+    training = _sagemaker_instance_types("TrainingInstanceType")
+    processing = _sagemaker_instance_types("ProcessingInstanceType")
+    assert set(GPU_INSTANCE_CATALOG) <= training
+    assert {"ml.g5.xlarge", "ml.g6e.xlarge", "ml.m5.xlarge"} <= processing
+    assert "ml.p5.48xlarge" not in processing
 
 
 def test_model_that_does_not_fit_its_gpus_is_refused(cdk_json_context: dict[str, Any]) -> None:

@@ -18,21 +18,7 @@ from stacks.constructs.customization_pipeline import CustomizationPipeline
 from stacks.constructs.llm_endpoint import LlmEndpoint
 from stacks.constructs.model_artifact import ModelArtifact
 from stacks.constructs.model_assets_bucket import ModelAssetsBucket
-from tests.infra.conftest import REPO_ROOT
-
-
-def _resolve_join(value: Any) -> str:
-    """Flatten an ``Fn::Join`` of literals and pseudo-parameters into one string."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict) and "Fn::Join" in value:
-        separator, parts = value["Fn::Join"]
-        return str(separator).join(_resolve_join(part) for part in parts)
-    if isinstance(value, dict) and "Ref" in value:
-        return f"<{value['Ref']}>"
-    if isinstance(value, dict) and "Fn::GetAtt" in value:
-        return f"<{'.'.join(value['Fn::GetAtt'])}>"
-    return "<token>"  # Fn::Sub and the like: only literals matter to these tests
+from tests.infra.conftest import REPO_ROOT, resolve_join
 
 
 def _build(app: App, context: dict[str, Any], root: Path, *, use_spot: bool) -> Stack:
@@ -83,7 +69,7 @@ def synthesized(
     )
     template = Template.from_stack(stack)
     [machine] = template.find_resources("AWS::StepFunctions::StateMachine").values()
-    definition = json.loads(_resolve_join(machine["Properties"]["DefinitionString"]))
+    definition = json.loads(resolve_join(machine["Properties"]["DefinitionString"]))
     return template, definition, stack
 
 
@@ -208,7 +194,7 @@ def test_state_machine_role_is_scoped(synthesized) -> None:
         actions = _as_list(statement["Action"])
         if any(action.lower().startswith("sagemaker:") for action in actions):
             sagemaker_resources.extend(
-                _resolve_join(resource) for resource in _as_list(statement["Resource"])
+                resolve_join(resource) for resource in _as_list(statement["Resource"])
             )
         if "iam:PassRole" in actions:
             assert statement["Condition"] == {
@@ -228,7 +214,7 @@ def test_job_role_reads_datasets_and_writes_only_run_outputs(synthesized) -> Non
     for statement in _statements(template):
         actions = _as_list(statement["Action"])
         if any(action.startswith("s3:PutObject") for action in actions):
-            writes.extend(_resolve_join(resource) for resource in _as_list(statement["Resource"]))
+            writes.extend(resolve_join(resource) for resource in _as_list(statement["Resource"]))
     assert writes == [
         "arn:<AWS::Partition>:s3:::chatbot-test-assets-<AWS::AccountId>-<AWS::Region>/customization/runs/*"
     ]
