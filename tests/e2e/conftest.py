@@ -20,12 +20,6 @@ import pytest
 
 from tests.servers import serve_asgi as serve_in_thread
 
-os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
-os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
 REPO_ROOT = Path(__file__).resolve().parents[2]
 READY_PREFIX = "Local stack ready:"
 STACK_START_TIMEOUT_S = 240

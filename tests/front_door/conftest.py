@@ -1,5 +1,4 @@
 """Shared fixtures: moto DynamoDB server, the session table, and uvicorn servers on free ports."""
-# mypy: disable-error-code="import-untyped"
 
 from __future__ import annotations
 
@@ -15,11 +14,6 @@ import pytest
 
 from local.dynamodb import DynamoDbServer, create_session_table
 
-os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
-os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "chatbot-front-door")
 os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "Chatbot")
 

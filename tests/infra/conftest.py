@@ -11,11 +11,6 @@ from typing import Any
 
 # Before aws_cdk is imported: jsii checks it when its runtime starts.
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
-os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
-os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # The CLI's context must not leak into tests run from a `cdk` shell.
 os.environ.pop("CDK_CONTEXT_JSON", None)
 os.environ.pop("CDK_OUTDIR", None)

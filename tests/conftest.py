@@ -1,0 +1,17 @@
+"""Environment for every test suite: dummy AWS credentials and no model hub, set before imports."""
+
+from __future__ import annotations
+
+import os
+
+# Tests talk only to local servers. Forcing dummy credentials (rather than defaulting them) means
+# a developer's real AWS credentials can never reach a request made by a test.
+for variable in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+    os.environ.pop(variable, None)
+os.environ["AWS_ACCESS_KEY_ID"] = "testing"
+os.environ["AWS_SECRET_ACCESS_KEY"] = "testing"
+os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
+# Models come from PyPI packages; nothing may be fetched from a hub.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
