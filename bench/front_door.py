@@ -10,7 +10,6 @@ app build in fresh processes. Prints a table, and last a JSON line.
 
 Run: ``python bench/front_door.py`` (PYTHONPATH as `make` exports it; no network, no AWS).
 """
-# mypy: disable-error-code="import-untyped"
 
 from __future__ import annotations
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import boto3  # type: ignore[import-untyped, unused-ignore]
-from tqdm import tqdm  # type: ignore[import-untyped, unused-ignore]
+import boto3
+from tqdm import tqdm
 
 __all__ = ["StageReport", "main", "resolve_source", "stage_directory"]
 

@@ -1,5 +1,4 @@
 """SageMaker runtime client: JSON calls and streamed JSON lines reassembled across PayloadParts."""
-# mypy: disable-error-code="import-untyped"
 # (boto3/botocore ship no type information and the shared mypy config names no override.)
 
 from __future__ import annotations

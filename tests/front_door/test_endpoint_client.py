@@ -1,5 +1,4 @@
 """Line reassembly over botocore's own event-stream parser, and the pre-stream error mapping."""
-# mypy: disable-error-code="import-untyped"
 
 from __future__ import annotations
 

