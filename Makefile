@@ -11,7 +11,7 @@ ENV ?= dev
 SETUP_STAMP := $(VENV)/.setup-complete
 
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
-export PYTHONPATH := $(CURDIR):$(CURDIR)/container:$(CURDIR)/lambda
+export PYTHONPATH := $(CURDIR):$(CURDIR)/contracts:$(CURDIR)/container:$(CURDIR)/lambda
 # Models ship inside PyPI packages; nothing may reach a model hub at run time.
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1

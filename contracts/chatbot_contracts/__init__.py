@@ -1,0 +1,5 @@
+"""The contracts between the chatbot's processes, defined once and imported by every side."""
+
+from chatbot_contracts import metrics
+
+__all__ = ["metrics"]
