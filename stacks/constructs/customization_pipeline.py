@@ -13,7 +13,11 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
-from customize.train import METRIC_DEFINITIONS
+from chatbot_contracts.training import (
+    HP_CHECKPOINT_STEPS,
+    METRIC_DEFINITIONS,
+    SPOT_CHECKPOINT_STEPS,
+)
 from stacks.constructs.llm_endpoint import VARIANT_NAME, LlmEndpoint
 from stacks.constructs.model_assets_bucket import ModelAssetsBucket
 from stacks.constructs.nag_ids import nag_resource_id
@@ -194,7 +198,8 @@ class CustomizationPipeline(Construct):
         # Spot jobs checkpoint every 50 steps unless the execution input says otherwise
         # (braces in intrinsic string literals are escaped, as the ASL requires).
         hyperparameters = (
-            'States.JsonMerge(States.StringToJson(\'\\{"checkpoint_steps": "50"\\}\'), '
+            "States.JsonMerge(States.StringToJson("
+            f'\'\\{{"{HP_CHECKPOINT_STEPS}": "{SPOT_CHECKPOINT_STEPS}"\\}}\'), '
             "$.hyperparameters, false)"
             if use_spot
             else "$.hyperparameters"

@@ -9,17 +9,15 @@ from typing import Any
 
 import pytest
 
+from chatbot_contracts.training import METRIC_DEFINITIONS
 from customize.data import Mode, write_jsonl
-from customize.train import (
-    METRIC_DEFINITIONS,
+from customize.hyperparameters import (
     MODE_DEFAULTS,
     Hyperparameters,
-    TrainingPaths,
-    _encode,
-    main,
+    parse_overrides,
     resolve_hyperparameters,
-    train,
 )
+from customize.train import TrainingPaths, _encode, main, train
 
 # One fixed answer style, so that a two-layer model can learn it in a few steps.
 FT_RECORDS = [
@@ -284,11 +282,11 @@ def test_interrupted_run_resumes_from_its_checkpoint(
 
 
 def test_command_line_hyperparameters_are_not_taken_for_path_options() -> None:
-    from customize.train import _parse_overrides, build_parser
+    from customize.train import build_parser
 
     arguments, rest = build_parser().parse_known_args(
         ["--mode", "continued-pre-training", "--model-dir", "/tmp/m", "--bf16", "--lora_rank", "4"]
     )
     assert arguments.model_dir == Path("/tmp/m")
-    hp = resolve_hyperparameters(_parse_overrides(rest))
+    hp = resolve_hyperparameters(parse_overrides(rest))
     assert (hp.mode, hp.bf16, hp.lora_rank) == (Mode.CONTINUED_PRE_TRAINING, True, 4)
