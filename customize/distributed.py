@@ -116,7 +116,9 @@ def setup(device_name: str) -> DistributedContext:
     else:
         device = torch.device("cuda")
     if world_size > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(backend="nccl" if use_cuda else "gloo")
+        torch.distributed.init_process_group(
+            backend="nccl" if use_cuda else "gloo", device_id=device if use_cuda else None
+        )
     return DistributedContext(rank, world_size, local_rank, device)
 
 
@@ -203,10 +205,12 @@ def shard_model(model: Any, mesh: Any, compute_dtype: torch.dtype) -> Any:
     return model
 
 
-def _options(*, full: bool) -> Any:
+def _options(*, full: bool, strict: bool = True) -> Any:
     from torch.distributed.checkpoint.state_dict import StateDictOptions
 
-    return StateDictOptions(full_state_dict=full, cpu_offload=full, ignore_frozen_params=True)
+    return StateDictOptions(
+        full_state_dict=full, cpu_offload=full, ignore_frozen_params=True, strict=strict
+    )
 
 
 def gather_trainable_state(model: Any) -> dict[str, Any]:
@@ -271,6 +275,7 @@ def load_sharded_checkpoint(folder: Path, model: Any, optimizer: Any) -> dict[st
         optimizer,
         model_state_dict=state["model"],
         optim_state_dict=state["optimizer"],
-        options=_options(full=False),
+        # The frozen base weights come from the base model, not from the checkpoint.
+        options=_options(full=False, strict=False),
     )
     return meta

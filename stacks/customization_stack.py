@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,14 @@ from stacks.constructs.model_assets_bucket import ModelAssetsBucket
 __all__ = ["CustomizationStack", "chat_model_data_url"]
 
 # The build context is the repository root; only the package and its pins go in.
-_JOBS_IMAGE_INCLUDES = ["*", "!customize", "!requirements/customize.txt", "**/__pycache__"]
+_JOBS_IMAGE_INCLUDES = [
+    "*",
+    "!customize",
+    "!contracts/chatbot_contracts",
+    "!requirements/customize.txt",
+    "!requirements/customize-gpu.txt",
+    "**/__pycache__",
+]
 
 
 def chat_model_data_url(chat_endpoint: LlmEndpoint) -> str:
@@ -52,6 +60,8 @@ class CustomizationStack(Stack):
         GPU instances of the training and evaluation jobs.
     use_spot:
         Managed spot training with checkpoints.
+    training_hyperparameters, evaluation_tensor_parallel_degree, evaluation_max_model_len:
+        Default training hyperparameters; the chat endpoint's vLLM settings for evaluation.
     **stack_kwargs:
         Passed to :class:`aws_cdk.Stack`.
     """
@@ -71,6 +81,9 @@ class CustomizationStack(Stack):
         training_instance_type: str = "ml.g5.2xlarge",
         evaluation_instance_type: str = "ml.g5.xlarge",
         use_spot: bool = False,
+        training_hyperparameters: Mapping[str, str] | None = None,
+        evaluation_tensor_parallel_degree: int = 1,
+        evaluation_max_model_len: int = 2048,
         **stack_kwargs: Any,
     ) -> None:
         super().__init__(scope, construct_id, **stack_kwargs)
@@ -97,4 +110,7 @@ class CustomizationStack(Stack):
             training_instance_type=training_instance_type,
             evaluation_instance_type=evaluation_instance_type,
             use_spot=use_spot,
+            training_hyperparameters=training_hyperparameters,
+            evaluation_tensor_parallel_degree=evaluation_tensor_parallel_degree,
+            evaluation_max_model_len=evaluation_max_model_len,
         )

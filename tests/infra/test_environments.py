@@ -13,8 +13,8 @@ from syrupy.extensions.json import JSONSnapshotExtension
 from tests.infra.conftest import ENVIRONMENTS, REPO_ROOT, Synthesized, mask_hashes, synthesize_all
 
 STACKS = ("Stateful", "Inference", "FrontDoor")
-# Only dev enables customization (cdk.json; docs/customize.md says why not staging/prod).
-STACKS_BY_ENV = {"dev": (*STACKS, "Customization"), "staging": STACKS, "prod": STACKS}
+# Every environment customizes its chat model (cdk.json; docs/customize.md).
+STACKS_BY_ENV = dict.fromkeys(("dev", "staging", "prod"), (*STACKS, "Customization"))
 
 
 def _resources(template: dict[str, Any], type_name: str) -> dict[str, Any]:
