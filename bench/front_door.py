@@ -8,7 +8,7 @@ InvokeEndpointWithResponseStream and (b) through the front door's SSE API (which
 moderation, session persistence and windowed output moderation). Cold init is import + settings +
 app build in fresh processes. Prints a table, and last a JSON line.
 
-Run: ``python bench/front_door.py`` (PYTHONPATH as `make` exports it; no network, no AWS).
+Run: ``python bench/front_door.py`` (after `make setup`; no network, no AWS).
 """
 
 from __future__ import annotations
@@ -59,7 +59,6 @@ def free_port() -> int:
 def environment(**extra: str) -> dict[str, str]:
     """The child environment: repo packages importable, no hub access, dummy credentials."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(str(REPO / p) for p in (".", "container", "lambda"))
     env.update(
         HF_HUB_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1",
@@ -376,7 +375,6 @@ def main(argv: list[str] | None = None) -> int:
         )
         create_table(url["ddb"], "sessions")
         front_door_env = environment(
-            CHATBOT_MODE="local",
             CHATBOT_CHAT_ENDPOINT=CHAT_ENDPOINT,
             CHATBOT_MODERATION_ENDPOINT=MODERATION_ENDPOINT,
             CHATBOT_SESSION_TABLE="sessions",
@@ -390,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
                     py,
                     "-m",
                     "uvicorn",
-                    "front_door.app:create_app",
+                    "local.stack.front_door_app:create_app",
                     "--factory",
                     "--host",
                     "127.0.0.1",
