@@ -141,6 +141,7 @@ def training_memory_per_gpu(
         weights = (parameters - embeddings) * NF4_BYTES + embeddings * 2
     else:
         weights = parameters * (2 if bf16 and method == "lora" else 4)
+    trainable: float
     if method == "lora":
         trainable = (
             lora_parameters(hidden_size, num_layers, lora_rank, lora_targets) * TRAINABLE_BYTES

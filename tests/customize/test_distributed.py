@@ -14,7 +14,6 @@ from customize.data import write_jsonl
 from customize.hyperparameters import resolve_hyperparameters
 from customize.train import _gpus_to_launch
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 RECORDS = [
     {
         "prompt": f"Summarize: {name} moved the meeting to {day}.\nSummary:",
@@ -28,7 +27,6 @@ RECORDS = [
 def _torchrun(tmp_path: Path, base: Path, *hyperparameters: str) -> str:
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join(str(REPO_ROOT / p) for p in (".", "contracts", "container")),
         "CUSTOMIZE_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
         "OMP_NUM_THREADS": "1",
     }

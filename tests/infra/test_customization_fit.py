@@ -14,8 +14,8 @@ from stacks.customization_fit import (
     training_memory_per_gpu,
 )
 
-NEOX_20B = {"hidden_size": 6144, "num_layers": 44, "vocab_size": 50432}
-LORA_16 = {
+NEOX_20B: dict[str, Any] = {"hidden_size": 6144, "num_layers": 44, "vocab_size": 50432}
+LORA_16: dict[str, Any] = {
     "method": "lora",
     "bf16": True,
     "gradient_checkpointing": True,
