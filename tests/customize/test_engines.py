@@ -106,7 +106,7 @@ def test_vllm_applies_a_lora_adapter_over_the_base(
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text(json.dumps({"r": 16}))
     assert is_adapter(adapter)
-    engine = open_engine("vllm", adapter, EngineSettings(tensor_parallel_degree=2), base)
+    engine = VllmEngine(adapter, EngineSettings(tensor_parallel_degree=2), base)
     [created] = fake_vllm.created
     assert created["model"] == str(base)
     assert (created["enable_lora"], created["max_lora_rank"]) == (True, 16)
