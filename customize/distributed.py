@@ -9,6 +9,7 @@ optimizer state, and a restarted job on the same instance type reads them back.
 
 from __future__ import annotations
 
+import datetime
 import os
 import shutil
 import subprocess
@@ -116,8 +117,12 @@ def setup(device_name: str) -> DistributedContext:
     else:
         device = torch.device("cuda")
     if world_size > 1 and not torch.distributed.is_initialized():
+        # Ranks wait at barriers while the others load the base in turn (minutes each for
+        # 41 GB): far longer than a collective's default 10-minute timeout.
         torch.distributed.init_process_group(
-            backend="nccl" if use_cuda else "gloo", device_id=device if use_cuda else None
+            backend="nccl" if use_cuda else "gloo",
+            device_id=device if use_cuda else None,
+            timeout=datetime.timedelta(hours=2),
         )
     return DistributedContext(rank, world_size, local_rank, device)
 

@@ -118,6 +118,9 @@ class Hyperparameters:
             )
         if self.save_format == "adapter" and self.method != "lora":
             raise ValueError("save_format: adapter needs method=lora")
+        if self.quantization == "4bit" and self.save_format != "adapter":
+            # Merging into NF4 weights would lose the base's precision.
+            raise ValueError("save_format: quantization=4bit saves the LoRA adapter; set adapter")
 
     @property
     def load_dtype(self) -> str:

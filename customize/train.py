@@ -340,11 +340,6 @@ def _save_model(
         model.save_pretrained(paths.model_dir)
     else:
         if hp.method == "lora":
-            if hp.quantization == "4bit":
-                raise ValueError(
-                    "save_format: merging into 4-bit weights loses the base precision; "
-                    "set save_format=adapter with quantization=4bit"
-                )
             model = model.merge_and_unload()
         model = model.to("cpu").to(save_dtype)
         model.save_pretrained(paths.model_dir)
@@ -551,7 +546,7 @@ def train(hp: Hyperparameters, paths: TrainingPaths) -> TrainingResult:
         train_tokens=trained_tokens,
         train_seconds=train_seconds,
     )
-    distributed.barrier(context)
+    # No collective after the save: rank 0 may spend minutes merging and writing 41 GB.
     distributed.teardown(context)
     return TrainingResult(model_dir=paths.model_dir, metrics_file=metrics_file, metrics=metrics)
 

@@ -116,7 +116,8 @@ def test_one_worker_per_gpu_only_where_there_are_several(
     assert _gpus_to_launch(resolve_hyperparameters({})) == 4
     assert _gpus_to_launch(resolve_hyperparameters({"distributed": "off"})) == 0
     # QLoRA runs on one GPU; the CPU never launches workers.
-    assert _gpus_to_launch(resolve_hyperparameters({"quantization": "4bit"})) == 0
+    qlora = {"quantization": "4bit", "save_format": "adapter"}
+    assert _gpus_to_launch(resolve_hyperparameters(qlora)) == 0
     assert _gpus_to_launch(resolve_hyperparameters({"device": "cpu"})) == 0
     monkeypatch.setenv("LOCAL_RANK", "0")  # already a torchrun worker
     assert _gpus_to_launch(resolve_hyperparameters({})) == 0
