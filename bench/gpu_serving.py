@@ -16,7 +16,6 @@ import json
 import math
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,6 +40,7 @@ from bench.gpu_backend import (
     build_word_tokenizer,
     fixed_prompt,
 )
+from bench.harness import child_env, free_port
 from bench.serving_load import TokenCount, run_load
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -193,26 +193,6 @@ def weight_bytes_per_decode_step(model: Any) -> int:
     return int(total - embedding.numel() * embedding.element_size())
 
 
-def free_port() -> int:
-    """Return a TCP port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for child processes: the repo (and ``container/``) importable, offline hubs."""
-    env = dict(os.environ)
-    paths = [str(REPO_ROOT), str(REPO_ROOT / "container")]
-    if env.get("PYTHONPATH"):
-        paths.append(env["PYTHONPATH"])
-    env["PYTHONPATH"] = os.pathsep.join(paths)
-    env.setdefault("HF_HUB_OFFLINE", "1")
-    env.setdefault("TRANSFORMERS_OFFLINE", "1")
-    env.update(extra or {})
-    return env
-
-
 async def wait_until_ready(
     url: str, process: asyncio.subprocess.Process | None, limit_s: float
 ) -> None:
@@ -315,7 +295,7 @@ async def start_container_server(
         process = await asyncio.create_subprocess_exec(
             *container_server_command(properties, backend_url, port),
             cwd=str(REPO_ROOT),
-            env=child_env({"LOG_LEVEL": "warning"}),
+            env=child_env(LOG_LEVEL="warning"),
             stdout=log_fd,
             stderr=subprocess.STDOUT,
         )

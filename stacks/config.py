@@ -186,6 +186,7 @@ class FrontDoorConfig(_Frozen):
     session_ttl_days: Annotated[int, Field(ge=1, le=3650)]
     blocked_labels: tuple[ModerationLabel, ...]
     refusal_text: Annotated[str, Field(min_length=1)]
+    output_moderation_mode: Literal["async", "sync"]
     log_retention_days: int
 
     @model_validator(mode="after")

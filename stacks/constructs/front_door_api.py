@@ -185,6 +185,7 @@ class FrontDoorApi(Construct):
             "CHATBOT_SESSION_TTL_DAYS": str(settings.session_ttl_days),
             "CHATBOT_BLOCKED_LABELS": json.dumps(list(settings.blocked_labels)),
             "CHATBOT_REFUSAL_TEXT": settings.refusal_text,
+            "CHATBOT_OUTPUT_MODERATION_MODE": settings.output_moderation_mode,
             "CHATBOT_AUTH_MODE": settings.auth,
             "AWS_LWA_INVOKE_MODE": "response_stream",
             "AWS_LWA_PORT": "8080",
