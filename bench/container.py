@@ -27,9 +27,6 @@ from typing import Any
 
 import httpx
 
-if __package__ in (None, ""):  # `python bench/container.py`: make `bench` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from bench.harness import (
     REPO,
     Target,

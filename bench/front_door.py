@@ -12,7 +12,7 @@ max(M, T) (input moderation runs beside generation, so the sum is not paid). Col
 settings + app build in fresh processes. Prints a table, and last a JSON line; exits 1 when a
 target is missed (``--no-gate`` to explore).
 
-Run: ``python bench/front_door.py`` (no network, no AWS).
+Run: ``python bench/front_door.py`` (after `make setup`; no network, no AWS).
 """
 
 from __future__ import annotations
@@ -33,9 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
-if __package__ in (None, ""):  # `python bench/front_door.py`: make `bench` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import (
     Target,

@@ -1,8 +1,7 @@
-"""What every benchmark shares: repo imports, ports, child servers, percentiles and target gates.
+"""What every benchmark shares: ports, child servers, readiness, percentiles and target gates.
 
-Importing this module puts the repository's packages on ``sys.path`` (as the Makefile's
-``PYTHONPATH`` does), so ``python bench/X.py`` runs from a plain shell. No library fits the
-gate: pytest-benchmark and asv compare runs against stored runs, not against fixed targets.
+No library fits the gate: pytest-benchmark and asv compare a run with stored runs, not with
+fixed targets.
 """
 
 from __future__ import annotations
@@ -23,10 +22,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGE_ROOTS = (REPO, REPO / "contracts", REPO / "container", REPO / "lambda")
-for _root in reversed(PACKAGE_ROOTS):
-    if str(_root) not in sys.path:
-        sys.path.insert(0, str(_root))
 
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -51,7 +46,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def child_env(**extra: str) -> dict[str, str]:
-    """Environment for a child process: repo packages importable, offline hubs, quiet logs.
+    """Environment for a child process: offline hubs, dummy AWS credentials, quiet logs.
 
     Parameters
     ----------
@@ -64,8 +59,6 @@ def child_env(**extra: str) -> dict[str, str]:
         The environment.
     """
     env = dict(os.environ)
-    inherited = [env["PYTHONPATH"]] if env.get("PYTHONPATH") else []
-    env["PYTHONPATH"] = os.pathsep.join([*(str(p) for p in PACKAGE_ROOTS), *inherited])
     env.update(
         HF_HUB_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1",

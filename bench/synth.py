@@ -19,10 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):  # `python bench/synth.py`: make `bench` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.harness import PACKAGE_ROOTS, Target, add_gate_argument, gate
+from bench.harness import Target, add_gate_argument, gate
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = (Target("max_ratio_like_for_like", 2.5),)
@@ -49,7 +46,6 @@ def _base_env(outdir: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION="20",
-        PYTHONPATH=os.pathsep.join(str(p) for p in PACKAGE_ROOTS),
         CDK_OUTDIR=outdir,
     )
     env.pop("CDK_CONTEXT_JSON", None)
