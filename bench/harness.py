@@ -272,8 +272,31 @@ def add_gate_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def judge(result: dict[str, Any], targets: Sequence[Target]) -> list[Target]:
+    """Record the targets and the missed ones in ``result``; name each miss on stderr.
+
+    Parameters
+    ----------
+    result
+        The bench's figures; ``targets`` and ``missed`` are added.
+    targets
+        What the bench promises.
+
+    Returns
+    -------
+    list of Target
+        The targets the result misses.
+    """
+    missed = [t for t in targets if not t.met(result)]
+    result["targets"] = {t.path: f"{t.compare} {t.limit:g}" for t in targets}
+    result["missed"] = [{"target": t.describe(), "value": t.value(result)} for t in missed]
+    for target in missed:
+        print(f"MISSED {target.describe()}: measured {target.value(result)}", file=sys.stderr)
+    return missed
+
+
 def gate(result: dict[str, Any], targets: Sequence[Target], *, enforce: bool = True) -> int:
-    """Record the targets in ``result``, print its JSON line last, and return the exit status.
+    """Judge ``result``, print its JSON line last, and return the exit status.
 
     Parameters
     ----------
@@ -289,13 +312,6 @@ def gate(result: dict[str, Any], targets: Sequence[Target], *, enforce: bool = T
     int
         1 when a target was missed and ``enforce`` is set, else 0.
     """
-    missed = [t for t in targets if not t.met(result)]
-    result["targets"] = {t.path: f"{t.compare} {t.limit:g}" for t in targets}
-    result["missed"] = [{"target": t.describe(), "value": t.value(result)} for t in missed]
-    for target in missed:
-        print(
-            f"MISSED {target.describe()}: measured {target.value(result)}",
-            file=sys.stderr,
-        )
+    missed = judge(result, targets)
     print(json.dumps(result))
     return 1 if missed and enforce else 0
