@@ -64,6 +64,7 @@ class RunPlan:
     with_container: bool
     variants: tuple[tuple[str, ContinuousBatchingSettings], ...] = ()
     rounds: int = 3
+    with_seed: bool = True
 
 
 def plan_from_args(args: argparse.Namespace) -> RunPlan:
@@ -109,6 +110,7 @@ def plan_from_args(args: argparse.Namespace) -> RunPlan:
             cb_settings=ContinuousBatchingSettings(block_size=32, max_memory_percent=0.1),
             with_container=not args.no_container,
             rounds=min(args.rounds, 2),
+            with_seed=not args.no_seed,
             variants=(("no_cuda_graphs", ContinuousBatchingSettings(block_size=32)),)
             if args.variants
             else (),
@@ -126,6 +128,7 @@ def plan_from_args(args: argparse.Namespace) -> RunPlan:
         with_container=not args.no_container,
         variants=variants if args.variants else (),
         rounds=args.rounds,
+        with_seed=not args.no_seed,
     )
 
 
@@ -415,7 +418,9 @@ async def measure_in_process(
             if not plan.with_container:
                 extra["container_not_measured"] = "skipped by --no-container"
             elif "container" not in rows:
-                extra["container_not_measured"] = extra["interleaved"].pop("error")
+                extra["container_not_measured"] = extra["interleaved"].pop(
+                    "error", "container rounds failed"
+                )
         finally:
             server.should_exit = True
             await server_task
@@ -427,18 +432,27 @@ async def measure_in_process(
     if plan.variants:
         extra["variants"] = await measure_variants(plan, model, prompt_ids, report)
 
+    if plan.with_seed:
+        rows["seed"] = await measure_seed(plan, model, tokenizer, prompt_ids, report)
+    return {"rows": rows, **extra}
+
+
+async def measure_seed(
+    plan: RunPlan, model: Any, tokenizer: Any, prompt_ids: list[int], report: Report
+) -> list[dict[str, Any]]:
+    """Rows of the seed-style engine (one request at a time), then free its memory."""
     seed = SeedStyleEngine(model, tokenizer)
     seed_start = seed_request_factory(seed, prompt_ids, plan.max_new_tokens)
     await run_load(seed_request_factory(seed, prompt_ids, 4), concurrency=1, requests=1)
-    rows["seed"] = []
+    rows: list[dict[str, Any]] = []
     for concurrency in plan.concurrencies:
         result = await run_load(seed_start, concurrency, max(concurrency, plan.min_requests))
         report.say(f"seed       streams={concurrency:3d} {_brief(result)}")
-        rows["seed"].append(result)
+        rows.append(result)
     gc.collect()
     if plan.device == "cuda":
         torch.cuda.empty_cache()
-    return {"rows": rows, **extra}
+    return rows
 
 
 async def measure_variants(
@@ -817,6 +831,9 @@ def main(argv: list[str] | None = None) -> int:
         "--kv-padding", type=int, default=1024, help="KV padding interval (0: transformers preset)"
     )
     parser.add_argument("--no-container", action="store_true", help="skip the container row")
+    parser.add_argument(
+        "--no-seed", action="store_true", help="skip the seed-style rows (~5 min on the GPU)"
+    )
     parser.add_argument(
         "--variant-set",
         choices=["serving", "batch1"],
