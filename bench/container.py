@@ -20,6 +20,7 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -224,14 +225,17 @@ def _scripted_run(smollm2_dir: Path, tokens: int, rounds: int, token_delay_s: fl
         OPTION_PROMPT_TEMPLATE="tokenizer",
         OPTION_RETRIEVER="none",
     )
+    logs = Path(tempfile.mkdtemp(prefix="bench-container-"))
+    print(f"child logs: {logs}")
     with (
-        serve(backend, f"{urls['direct']}/health"),
+        serve(backend, f"{urls['direct']}/health", log=logs / "backend.log"),
         serve(
             _server_command(ports["server"], urls["direct"]),
             f"{urls['server']}/ping",
             env=server_env,
+            log=logs / "server.log",
         ) as server_process,
-        serve(floor, f"{urls['floor']}/ping") as floor_process,
+        serve(floor, f"{urls['floor']}/ping", log=logs / "floor.log") as floor_process,
     ):
         httpx.put(f"{urls['direct']}/_script", json=script).raise_for_status()
         pids: dict[str, int | None] = {
