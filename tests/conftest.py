@@ -22,7 +22,7 @@ import pytest  # noqa: E402 - the environment above must be set before anything 
 # Directories whose tests share one expensive session resource (a synth of every environment,
 # the local stack, a loaded model): under pytest-xdist each stays on one worker, so the
 # resource is built once. Other tests are grouped by module (module-scoped servers).
-_SHARED_BY_DIRECTORY = ("infra", "e2e", "container", "customize")
+_SHARED_BY_DIRECTORY = ("infra", "e2e")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
