@@ -38,7 +38,7 @@ from bench.harness import (
     gate,
     serve,
 )
-from inference_server.local_backend import SMOLLM2_GGUF, resolve_local_model
+from local.model_backend import SMOLLM2_GGUF, resolve_local_model
 
 CHAT_PROPERTIES = REPO / "model_artifacts" / "chat" / "serving.properties"
 QUESTION = "Describe what a data engineer does in a few sentences."
@@ -249,7 +249,7 @@ def _real_run(smollm2_dir: Path, tokens: int, rounds: int) -> Any:
     ports = {name: free_port() for name in ("direct", "server")}
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     backend = [
-        sys.executable, "-m", "inference_server.local_backend", "--model", str(smollm2_dir),
+        sys.executable, "-m", "local.model_backend", "--model", str(smollm2_dir),
         "--port", str(ports["direct"]),
     ]  # fmt: skip
     server_env = child_env(
@@ -258,7 +258,6 @@ def _real_run(smollm2_dir: Path, tokens: int, rounds: int) -> Any:
         OPTION_SERVED_MODEL_NAME=str(smollm2_dir),
         OPTION_PROMPT_TEMPLATE="tokenizer",
         OPTION_RETRIEVER="none",
-        OPTION_BACKEND="local",
     )
     from transformers import AutoTokenizer
 

@@ -379,7 +379,6 @@ def main(argv: list[str] | None = None) -> int:
         stack.enter_context(serve(argv_, f"{url['ddb']}/moto-api/", log=workdir / "moto.log"))
         create_table(url["ddb"], "sessions")
         front_door_env = environment(
-            CHATBOT_MODE="local",
             CHATBOT_CHAT_ENDPOINT=CHAT_ENDPOINT,
             CHATBOT_MODERATION_ENDPOINT=MODERATION_ENDPOINT,
             CHATBOT_SESSION_TABLE="sessions",
@@ -389,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         for key, mode in (("fd", "async"), ("fd_sync", "sync")):
             argv_ = [
-                py, "-m", "uvicorn", "front_door.app:create_app", "--factory",
+                py, "-m", "uvicorn", "local.stack.front_door_app:create_app", "--factory",
                 "--host", "127.0.0.1", "--port", str(ports[key]),
                 "--no-access-log", "--log-level", "warning",
             ]  # fmt: skip
