@@ -330,7 +330,7 @@ class ChatStreamFirst:
     def __init__(self, inner: Any, chain: Any, marker: str) -> None:
         self.inner, self.chain, self.marker = inner, chain, marker
 
-    async def invoke_json(self, endpoint_name: str, body: dict[str, object]) -> dict[str, object]:
+    async def invoke_json(self, endpoint_name: str, body: Any) -> dict[str, object]:
         import asyncio
 
         deadline = time.monotonic() + 10
