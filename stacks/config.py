@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import gzip
+import importlib.util
+import json
 import re
 from collections.abc import Mapping
 from functools import cache
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import botocore.session
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from chatbot_contracts.moderation import ModerationLabel
@@ -48,10 +51,22 @@ TimeoutSeconds = Annotated[int, Field(ge=60, le=3600)]
 
 
 @cache
+def _sagemaker_service_shapes() -> dict[str, Any]:
+    # The pinned botocore's service model is the list SageMaker's API validates against. Read
+    # as data: importing botocore.session (and its docs and client machinery) costs synth ~0.5 s.
+    spec = importlib.util.find_spec("botocore")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("botocore is not installed: it carries SageMaker's instance-type lists")
+    data = Path(next(iter(spec.submodule_search_locations))) / "data" / "sagemaker"
+    newest = max(path for path in data.iterdir() if path.is_dir())
+    plain, packed = newest / "service-2.json", newest / "service-2.json.gz"
+    raw = plain.read_bytes() if plain.exists() else gzip.decompress(packed.read_bytes())
+    shapes: dict[str, Any] = json.loads(raw)["shapes"]
+    return shapes
+
+
 def _sagemaker_instance_types(shape: str) -> frozenset[str]:
-    # The pinned botocore's service model is the list SageMaker's API validates against.
-    model = botocore.session.get_session().get_service_model("sagemaker")
-    return frozenset(model.shape_for(shape).enum)
+    return frozenset(_sagemaker_service_shapes()[shape]["enum"])
 
 
 class ConfigError(ValueError):
@@ -176,6 +191,7 @@ class FrontDoorConfig(_Frozen):
     session_ttl_days: Annotated[int, Field(ge=1, le=3650)]
     blocked_labels: tuple[ModerationLabel, ...]
     refusal_text: Annotated[str, Field(min_length=1)]
+    output_moderation_mode: Literal["async", "sync"]
     log_retention_days: int
 
     @model_validator(mode="after")
