@@ -207,7 +207,8 @@ def test_sixteen_concurrent_streams_all_complete(stack: Stack) -> None:
         {
             "default": {
                 "response": " ".join(words),
-                "first_token_delay_s": 1.0,
+                # Wide enough for all sixteen to arrive on a loaded two-core machine.
+                "first_token_delay_s": 3.0,
                 "token_delay_s": 0.02,
             }
         }
