@@ -11,7 +11,7 @@ from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
 from stacks.constructs.customization_pipeline import CustomizationPipeline
-from stacks.constructs.llm_endpoint import LlmEndpoint
+from stacks.constructs.hosted_model import HostedModel
 from stacks.constructs.model_assets_bucket import ModelAssetsBucket
 
 __all__ = ["CustomizationStack", "chat_model_data_url"]
@@ -20,7 +20,7 @@ __all__ = ["CustomizationStack", "chat_model_data_url"]
 _JOBS_IMAGE_INCLUDES = ["*", "!customize", "!requirements/customize.txt", "**/__pycache__"]
 
 
-def chat_model_data_url(chat_endpoint: LlmEndpoint) -> str:
+def chat_model_data_url(chat_endpoint: HostedModel) -> str:
     """The chat endpoint's artifact URL (its ``serving.properties``), read from its Model."""
     container = chat_endpoint.cfn_model.primary_container
     assert isinstance(container, sagemaker.CfnModel.ContainerDefinitionProperty)
@@ -66,7 +66,7 @@ class CustomizationStack(Stack):
         base_image: str,
         assets_bucket: ModelAssetsBucket,
         base_weights_name: str,
-        chat_endpoint: LlmEndpoint,
+        chat_endpoint: HostedModel,
         serving_image: ecr_assets.DockerImageAsset,
         training_instance_type: str = "ml.g5.2xlarge",
         evaluation_instance_type: str = "ml.g5.xlarge",

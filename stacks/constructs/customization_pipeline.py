@@ -14,7 +14,8 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from customize.train import METRIC_DEFINITIONS
-from stacks.constructs.llm_endpoint import VARIANT_NAME, LlmEndpoint
+from stacks.constructs.hosted_model import HostedModel
+from stacks.constructs.llm_endpoint import VARIANT_NAME
 from stacks.constructs.model_assets_bucket import ModelAssetsBucket
 from stacks.constructs.nag_ids import nag_resource_id
 
@@ -74,7 +75,7 @@ class CustomizationPipeline(Construct):
         base_weights_name: str,
         training_image: ecr_assets.DockerImageAsset,
         serving_image: ecr_assets.DockerImageAsset,
-        chat_endpoint: LlmEndpoint,
+        chat_endpoint: HostedModel,
         chat_model_data_url: str,
         training_instance_type: str = "ml.g5.2xlarge",
         evaluation_instance_type: str = "ml.g5.xlarge",
@@ -562,7 +563,7 @@ class CustomizationPipeline(Construct):
         Validations.of(role).acknowledge(*acknowledgments)
         return role
 
-    def _grant_chat_role_read(self, chat_endpoint: LlmEndpoint) -> None:
+    def _grant_chat_role_read(self, chat_endpoint: HostedModel) -> None:
         # The rolled-out model downloads its weights from the run's training output.
         bucket = self.assets_bucket
         chat_endpoint.role.add_to_policy(
@@ -585,7 +586,7 @@ class CustomizationPipeline(Construct):
             )
         )
 
-    def _grant_state_machine(self, chat_endpoint: LlmEndpoint) -> None:
+    def _grant_state_machine(self, chat_endpoint: HostedModel) -> None:
         machine = self.state_machine
         jobs = [
             self._arn("processing-job", f"{self.name_prefix}-*"),
@@ -706,7 +707,7 @@ def _cluster(instance_type: str) -> dict[str, Any]:
     }
 
 
-def _variant(chat_endpoint: LlmEndpoint, model_name: str) -> dict[str, Any]:
+def _variant(chat_endpoint: HostedModel, model_name: str) -> dict[str, Any]:
     settings = chat_endpoint.settings
     variant: dict[str, Any] = {
         "VariantName": VARIANT_NAME,

@@ -16,7 +16,7 @@ from constructs import Construct
 
 from stacks.config import FrontDoorConfig
 from stacks.constructs.build_context import BUILD_CONTEXT_EXCLUDES
-from stacks.constructs.llm_endpoint import LlmEndpoint
+from stacks.constructs.hosted_model import HostedModel
 from stacks.constructs.session_table import OWNER_INDEX_NAME, SessionTable
 
 __all__ = [
@@ -73,9 +73,11 @@ class FrontDoorApi(Construct):
     code_dir:
         The ``lambda/`` directory; its Dockerfile is built (arm64) at deploy time.
     chat, moderation:
-        The endpoints the function may invoke.
+        The models the function may invoke (endpoints, or endpoints' inference components).
     sessions:
         The session table the function may use.
+    wake_retry_after_s:
+        ``Retry-After`` of the 503 ``model_waking_up`` answered while a component sleeps.
     """
 
     def __init__(
@@ -86,9 +88,10 @@ class FrontDoorApi(Construct):
         env_name: str,
         settings: FrontDoorConfig,
         code_dir: Path,
-        chat: LlmEndpoint,
-        moderation: LlmEndpoint,
+        chat: HostedModel,
+        moderation: HostedModel,
         sessions: SessionTable,
+        wake_retry_after_s: int,
     ) -> None:
         super().__init__(scope, construct_id)
         # This stack is stateless: its logs go with it (sessions live in the stateful stack).
@@ -123,7 +126,7 @@ class FrontDoorApi(Construct):
             role=self.role,
             log_group=self.log_group,
             logging_format=LAMBDA_LOGGING_FORMAT,
-            environment=self._environment(settings, chat, moderation, sessions),
+            environment=self._environment(settings, chat, moderation, sessions, wake_retry_after_s),
         )
         chat.grant_invoke(self.function)
         moderation.grant_invoke(self.function)
@@ -172,11 +175,21 @@ class FrontDoorApi(Construct):
     @staticmethod
     def _environment(
         settings: FrontDoorConfig,
-        chat: LlmEndpoint,
-        moderation: LlmEndpoint,
+        chat: HostedModel,
+        moderation: HostedModel,
         sessions: SessionTable,
+        wake_retry_after_s: int,
     ) -> dict[str, str]:
+        # Inference components are named in each invocation; plain endpoints need nothing.
+        components = {
+            f"CHATBOT_{role.upper()}_COMPONENT": model.component_name
+            for role, model in (("chat", chat), ("moderation", moderation))
+            if model.component_name is not None
+        }
+        if components:
+            components["CHATBOT_WAKE_RETRY_AFTER_S"] = str(wake_retry_after_s)
         return {
+            **components,
             "CHATBOT_MODE": "aws",
             "CHATBOT_CHAT_ENDPOINT": chat.endpoint_name,
             "CHATBOT_MODERATION_ENDPOINT": moderation.endpoint_name,
