@@ -17,11 +17,11 @@ __all__ = [
     "ENVIRONMENTS_CONTEXT_KEY",
     "MODERATION_LABELS",
     "BaseImageConfig",
+    "ComponentSettings",
     "ConfigError",
     "CustomizationConfig",
     "EndpointSettings",
     "EnvironmentConfig",
-    "ComponentSettings",
     "FrontDoorConfig",
     "HostingConfig",
     "ModelSettings",
@@ -235,7 +235,6 @@ class EndpointSettings(_Frozen):
                     f"scaling.max_instances ({high})"
                 )
         return self
-
 
     def _copies_fit(self, instance: GpuInstanceType) -> None:
         component = self.component

@@ -111,8 +111,8 @@ class InferenceComponentEndpoint(Construct):
             self.cfn_model.node.add_dependency(default_policy)
 
         instance = settings.instance
-        self.min_instances = 0 if allow_zero_instances else settings.instances_for(
-            component.min_copies
+        self.min_instances = (
+            0 if allow_zero_instances else settings.instances_for(component.min_copies)
         )
         self.max_instances = max(
             settings.instances_for(component.max_copies), settings.initial_instance_count
@@ -204,7 +204,9 @@ class InferenceComponentEndpoint(Construct):
             "OPTION_MAX_NEW_TOKENS_CAP": str(model.max_new_tokens_cap),
         }
 
-    def _deployment_config(self) -> sagemaker.CfnInferenceComponent.InferenceComponentDeploymentConfigProperty:
+    def _deployment_config(
+        self,
+    ) -> sagemaker.CfnInferenceComponent.InferenceComponentDeploymentConfigProperty:
         one_copy = sagemaker.CfnInferenceComponent.InferenceComponentCapacitySizeProperty(
             type="COPY_COUNT", value=1
         )

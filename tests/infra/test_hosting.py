@@ -1,4 +1,4 @@
-"""Hosting modes: validation of impossible combinations, and the templates per mode and environment."""
+"""Hosting modes: impossible combinations refused, and the templates per mode and environment."""
 
 from __future__ import annotations
 
@@ -64,11 +64,13 @@ def test_environments_pick_their_hosting(cdk_json_context: dict[str, Any]) -> No
     assert dev.hosting.scale_to_zero is not None
     assert dev.hosting.scale_to_zero.idle_minutes == 30
     assert dev.hosting.scale_to_zero.off_hours is None
-    assert dev.chat.component is not None and dev.chat.component.min_copies == 0
+    assert dev.chat.component is not None
+    assert dev.chat.component.min_copies == 0
     assert staging.hosting.mode == "inference_components"
     assert staging.hosting.scale_to_zero is not None
     assert staging.hosting.scale_to_zero.off_hours is not None
-    assert staging.chat.component is not None and staging.chat.component.min_copies == 1
+    assert staging.chat.component is not None
+    assert staging.chat.component.min_copies == 1
     assert prod.hosting.mode == "endpoints"
     assert prod.hosting.scale_to_zero is None
 
@@ -155,13 +157,15 @@ def test_copies_times_accelerators_above_the_instances_gpus_is_refused(
         ("dev", {"chat__component": None}, "chat.component", "required with hosting.mode"),
         (
             "staging",
-            {"chat__scaling": {
-                "min_instances": 1,
-                "max_instances": 2,
-                "target_concurrent_requests": 8,
-                "scale_in_cooldown_s": 900,
-                "scale_out_cooldown_s": 300,
-            }},
+            {
+                "chat__scaling": {
+                    "min_instances": 1,
+                    "max_instances": 2,
+                    "target_concurrent_requests": 8,
+                    "scale_in_cooldown_s": 900,
+                    "scale_out_cooldown_s": 300,
+                }
+            },
             "chat.scaling",
             "set component.min_copies/max_copies instead",
         ),
