@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from front_door.errors import FrontDoorError, ModerationUnavailableError
+from front_door.errors import FrontDoorError, ModelWakingUpError, ModerationUnavailableError
 from front_door.settings import MODERATION_LABELS
 
 MOST_CAUTIOUS_LABEL = MODERATION_LABELS[-1]
@@ -82,9 +82,13 @@ class Moderator:
         ------
         ModerationUnavailableError
             The moderation endpoint failed or could not be reached.
+        ModelWakingUpError
+            The moderation model is scaled to zero and waking up (refused the same way).
         """
         try:
             answer = await self._invoker.invoke_json(self._endpoint_name, {"inputs": text})
+        except ModelWakingUpError:
+            raise  # still closed: no generation without moderation, but the client may retry
         except FrontDoorError as exc:
             raise ModerationUnavailableError(
                 "Moderation is unavailable, so the request was refused."

@@ -11,6 +11,8 @@ if TYPE_CHECKING:
 
 SERVICE_NAME = "chatbot-front-door"
 METRICS_NAMESPACE = "Chatbot"
+# chatbot_contracts.metrics.Metric.MODEL_WAKING_UP (the Lambda image does not ship contracts yet).
+MODEL_WAKING_UP_METRIC = "ModelWakingUp"
 
 
 @cache
