@@ -89,7 +89,7 @@ def validation_error(message: str) -> ServiceError:
 
 
 def no_capacity() -> ServiceError:
-    """SageMaker's 400 for a component without a copy (what ``NoCapacityInvocationFailures`` counts)."""
+    """SageMaker's 400 for a component without a copy (``NoCapacityInvocationFailures``)."""
     return validation_error(NO_CAPACITY_MESSAGE)
 
 
@@ -222,7 +222,7 @@ class Capacity:
         return False
 
     def snapshot(self) -> dict[str, Any]:
-        """The sleeping targets and the refusals counted per target (NoCapacityInvocationFailures)."""
+        """The sleeping targets, and the refusals counted per target."""
         now = self._clock()
         return {
             "asleep": {

@@ -1,4 +1,4 @@
-"""The emulator's inference components and scale to zero: refused while asleep, served once awake."""
+"""The emulator's inference components and scale to zero: refused asleep, served once awake."""
 
 from __future__ import annotations
 
