@@ -61,9 +61,7 @@ def test_page_shows_waking_up_then_answers_and_stores_only_the_answered_turn(
         page.click("#send")
         answer = page.locator(".message.assistant").last
         expect(answer).to_have_attribute("data-state", "waking")
-        expect(answer.locator(".content")).to_have_text(
-            re.compile(r"waking up, about 1 minute\b")
-        )
+        expect(answer.locator(".content")).to_have_text(re.compile(r"waking up, about 1 minute\b"))
         expect(answer).to_have_attribute("data-finish-reason", FINISHED)
         expect(answer).not_to_have_attribute("data-state", "waking")
         text = answer.locator(".content").inner_text()
