@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from aws_cdk import Stack
+from aws_cdk import IgnoreMode, Stack
 from aws_cdk import aws_ecr_assets as ecr_assets
 from constructs import Construct
 
 from stacks.config import EndpointSettings, HostingConfig
-from stacks.constructs.build_context import BUILD_CONTEXT_EXCLUDES
+from stacks.constructs.build_context import repository_context_excludes
 from stacks.constructs.component_scaling import ComponentScaling
 from stacks.constructs.hosted_model import HostedModel
 from stacks.constructs.inference_component import InferenceComponentEndpoint
@@ -77,10 +77,12 @@ class InferenceStack(Stack):
         self.image = ecr_assets.DockerImageAsset(
             self,
             "InferenceImage",
-            directory=str(container_dir),
+            directory=str(container_dir.parent),
+            file=f"{container_dir.name}/Dockerfile",
             platform=ecr_assets.Platform.LINUX_AMD64,
             build_args={"BASE_IMAGE": base_image},
-            exclude=BUILD_CONTEXT_EXCLUDES,
+            exclude=repository_context_excludes(container_dir.name),
+            ignore_mode=IgnoreMode.DOCKER,
         )
         self.endpoints: dict[str, HostedModel] = {}
         self.scaling: dict[str, ComponentScaling] = {}

@@ -14,15 +14,16 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from chatbot_contracts.front_door import OpenAIErrorEnvelope
+from chatbot_contracts.metrics import Metric
 from front_door.chat import ChatService, Delta, Failure, Finish, Turn
 from front_door.errors import FrontDoorError, ModelWakingUpError, SessionNotFoundError
-from front_door.observability import MODEL_WAKING_UP_METRIC, RequestMetrics, bind_log_context
+from front_door.observability import RequestMetrics, bind_log_context
 from front_door.principal import request_id, resolve_principal
 from front_door.protocol import (
     SESSION_ID_PATTERN,
     ChatCompletion,
     ChatCompletionRequest,
-    ErrorEnvelope,
     Health,
     SessionDeleted,
     SessionDetail,
@@ -54,7 +55,7 @@ _SSE_EVENT_SCHEMA: dict[str, Any] = {
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    return {status: {"model": ErrorEnvelope} for status in statuses}
+    return {status: {"model": OpenAIErrorEnvelope} for status in statuses}
 
 
 async def caller(request: Request) -> str:
@@ -213,7 +214,7 @@ async def create_chat_completion(
     except FrontDoorError as exc:
         metrics.add("Errors", "Count", 1)
         if isinstance(exc, ModelWakingUpError):
-            metrics.add(MODEL_WAKING_UP_METRIC, "Count", 1)
+            metrics.add(Metric.MODEL_WAKING_UP, Metric.MODEL_WAKING_UP.unit, 1)
         metrics.flush()
         raise
     if body.stream:

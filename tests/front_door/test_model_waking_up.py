@@ -11,10 +11,11 @@ import httpx
 import pytest
 from botocore.exceptions import ClientError
 
+from chatbot_contracts.metrics import Metric
+
 from front_door.app import build_app
 from front_door.endpoint_client import is_no_capacity_error, map_client_error
 from front_door.errors import ModelWakingUpError, UpstreamModelError
-from front_door.observability import MODEL_WAKING_UP_METRIC
 from tests.front_door.test_api import ask, caller, session
 
 pytestmark = pytest.mark.timeout(120)
@@ -156,7 +157,7 @@ def test_waking_up_emits_its_metric(
         for directive in doc["_aws"]["CloudWatchMetrics"]
         for metric in directive["Metrics"]
     }
-    assert {MODEL_WAKING_UP_METRIC, "Errors"} <= names
+    assert {Metric.MODEL_WAKING_UP.value, "Errors"} <= names
 
 
 def test_a_model_that_woke_up_answers(client: httpx.Client, component_emulator: str) -> None:
