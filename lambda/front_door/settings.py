@@ -33,7 +33,13 @@ class Settings(BaseSettings):
         min_length=1,
     )
     auth_mode: Literal["iam", "cognito"] = "iam"
-     sagemaker_endpoint_url: str | None = None
+    # Inference components to name in each invocation (hosting mode "inference_components");
+    # unset for single-model endpoints.
+    chat_component: str | None = Field(default=None, min_length=1)
+    moderation_component: str | None = Field(default=None, min_length=1)
+    # Retry-After of the 503 model_waking_up sent while a component scales out from zero.
+    wake_retry_after_s: PositiveInt = 300
+    sagemaker_endpoint_url: str | None = None
     dynamodb_endpoint_url: str | None = None
     region: str | None = None
 

@@ -12,7 +12,6 @@ import pytest
 from botocore.exceptions import ClientError
 
 from chatbot_contracts.metrics import Metric
-
 from front_door.app import build_app
 from front_door.endpoint_client import is_no_capacity_error, map_client_error
 from front_door.errors import ModelWakingUpError, UpstreamModelError
