@@ -462,3 +462,13 @@ class TestInferenceComponentEndpoint:
                 ),
             },
         )
+
+
+def test_customized_model_rolls_out_through_the_component_in_dev(synthesized: Synthesized) -> None:
+    customization = json.dumps(synthesized.templates["dev"]["Customization"])
+    assert "sagemaker:updateInferenceComponent" in customization
+    assert "sagemaker:updateEndpoint" not in customization
+    assert '\\"RollingUpdatePolicy\\":{\\"MaximumBatchSize\\":{\\"Type\\":\\"COPY_COUNT\\"' in (
+        customization
+    )
+    assert "AutoRollbackConfiguration" in customization
