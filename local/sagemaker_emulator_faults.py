@@ -238,6 +238,5 @@ class Capacity:
         }
 
     def clear(self) -> None:
-        """Wake everything and forget the refusals."""
+        """Wake everything at once (the refusals stay counted until ``DELETE /_stats``)."""
         self._asleep.clear()
-        self.refused.clear()

@@ -101,6 +101,10 @@ def test_capacity_can_be_put_to_sleep_and_woken_by_hand() -> None:
     assert capacity.snapshot()["asleep"]["chat"]["waking_for_s"] == 2
     capacity.set("chat", SleepRequest(asleep=False))
     assert capacity.admit("chat") is True
+    capacity.set("moderation", SleepRequest())
+    capacity.clear()
+    assert capacity.admit("moderation") is True
+    assert capacity.refused == {"chat": 1}  # counted until the stats are reset
 
 
 def test_component_endpoint_requires_the_component_name(runtime: BaseClient) -> None:
