@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import json
+import math
 import re
 from collections.abc import Mapping
 from functools import cache
@@ -24,14 +25,18 @@ from stacks.instance_catalog import GpuInstanceType, UnknownInstanceTypeError
 __all__ = [
     "ENVIRONMENTS_CONTEXT_KEY",
     "BaseImageConfig",
+    "ComponentSettings",
     "ConfigError",
     "CustomizationConfig",
     "CustomizationTraining",
     "EndpointSettings",
     "EnvironmentConfig",
     "FrontDoorConfig",
+    "HostingConfig",
     "ModelSettings",
     "ModelShape",
+    "OffHoursSchedule",
+    "ScaleToZeroSettings",
     "ScalingSettings",
     "load_environment",
 ]
@@ -43,6 +48,9 @@ BYTES_PER_PARAMETER = {"float16": 2, "bfloat16": 2, "float32": 4}
 # Weights may take at most this share of the GPU memory they are sharded over; the rest is
 # KV cache and activations.
 MAX_WEIGHT_SHARE_OF_GPU_MEMORY = 0.9
+
+# Share of a copy's slice of host memory it reserves; SageMaker's agents keep the rest.
+HOST_MEMORY_SHARE_FOR_COPIES = 0.9
 
 # CloudWatch Logs accepts only these retention periods.
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827)
@@ -116,13 +124,37 @@ class ModelSettings(_Frozen):
 
 
 class ScalingSettings(_Frozen):
-    """Target-tracking autoscaling on concurrent requests per model copy."""
+    """Target-tracking autoscaling of a plain endpoint's instances on concurrent requests."""
 
-    min_instances: Annotated[int, Field(ge=1)]
+    # 0 is refused by the environment's validator: only inference components scale to zero.
+    min_instances: Annotated[int, Field(ge=0)]
     max_instances: Annotated[int, Field(ge=1)]
     target_concurrent_requests: Annotated[float, Field(gt=0)]
     scale_in_cooldown_s: Annotated[int, Field(ge=0, le=3600)]
     scale_out_cooldown_s: Annotated[int, Field(ge=0, le=3600)]
+
+
+class ComponentSettings(_Frozen):
+    """An inference component's copies: how many, their autoscaling and their accelerators."""
+
+    # SageMaker refuses to create a component with CopyCount 0; it reaches 0 by scaling in.
+    initial_copies: Annotated[int, Field(ge=1)]
+    min_copies: Annotated[int, Field(ge=0)]
+    max_copies: Annotated[int, Field(ge=1)]
+    target_concurrent_requests_per_copy: Annotated[float, Field(gt=0)]
+    scale_in_cooldown_s: Annotated[int, Field(ge=0, le=3600)]
+    scale_out_cooldown_s: Annotated[int, Field(ge=0, le=3600)]
+    # GPUs per copy; absent: the role's tensor_parallel_degree.
+    accelerators_per_copy: Annotated[int, Field(ge=1)] | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ComponentSettings:
+        if not self.min_copies <= self.initial_copies <= self.max_copies:
+            raise ValueError(
+                f"initial_copies: need min_copies ({self.min_copies}) <= initial_copies "
+                f"({self.initial_copies}) <= max_copies ({self.max_copies})"
+            )
+        return self
 
 
 class EndpointSettings(_Frozen):
@@ -136,6 +168,8 @@ class EndpointSettings(_Frozen):
     model_data_download_timeout_s: TimeoutSeconds
     volume_size_gb: Annotated[int, Field(ge=1, le=512)] | None = None
     scaling: ScalingSettings | None = None
+    # Only with hosting.mode "inference_components" (and then required).
+    component: ComponentSettings | None = None
     latency_alarm_p90_ms: Annotated[int, Field(ge=1)]
     error_alarm_5xx_per_5min: Annotated[int, Field(ge=1)]
 
@@ -143,6 +177,33 @@ class EndpointSettings(_Frozen):
     def instance(self) -> GpuInstanceType:
         """The validated instance type."""
         return GpuInstanceType.parse(self.instance_type)
+
+    @property
+    def accelerators_per_copy(self) -> int:
+        """GPUs one inference-component copy reserves (default: the tensor-parallel degree)."""
+        if self.component is not None and self.component.accelerators_per_copy is not None:
+            return self.component.accelerators_per_copy
+        return self.tensor_parallel_degree
+
+    @property
+    def copies_per_instance(self) -> int:
+        """How many inference-component copies one instance holds (its GPUs decide)."""
+        return self.instance.gpu_count // self.accelerators_per_copy
+
+    @property
+    def memory_per_copy_mb(self) -> int:
+        """Host memory one copy reserves: its GPUs' share of the instance's memory, less 10 %.
+
+        SageMaker keeps part of each instance's memory for its own agents, so a copy that asks
+        for the whole share could never be placed.
+        """
+        instance = self.instance
+        share = instance.memory_gib * 1024 * self.accelerators_per_copy / instance.gpu_count
+        return int(share * HOST_MEMORY_SHARE_FOR_COPIES)
+
+    def instances_for(self, copies: int) -> int:
+        """Instances needed to place ``copies`` copies (0 for 0)."""
+        return math.ceil(copies / self.copies_per_instance)
 
     @model_validator(mode="after")
     def _fits_instance(self) -> EndpointSettings:
@@ -169,6 +230,7 @@ class EndpointSettings(_Frozen):
                 f"{MAX_WEIGHT_SHARE_OF_GPU_MEMORY:.0%} of the {tp * instance.gpu_memory_gb} GB "
                 f"of GPU memory on {tp} GPU(s) of {instance.name} ({budget_gb:.1f} GB)"
             )
+        self._copies_fit(instance)
         if self.scaling is not None:
             low, high = self.scaling.min_instances, self.scaling.max_instances
             if not low <= self.initial_instance_count <= high:
@@ -178,6 +240,72 @@ class EndpointSettings(_Frozen):
                     f"scaling.max_instances ({high})"
                 )
         return self
+
+    def _copies_fit(self, instance: GpuInstanceType) -> None:
+        component = self.component
+        if component is None:
+            return
+        accelerators = self.accelerators_per_copy
+        if self.tensor_parallel_degree > accelerators:
+            raise ValueError(
+                f"component.accelerators_per_copy: tensor_parallel_degree "
+                f"{self.tensor_parallel_degree} needs at least that many GPUs per copy, "
+                f"not {accelerators}"
+            )
+        if accelerators > instance.gpu_count:
+            raise ValueError(
+                f"component.accelerators_per_copy: {accelerators} GPUs per copy, but "
+                f"{instance.name} has {instance.gpu_count}"
+            )
+        placed = component.initial_copies * accelerators
+        available = self.initial_instance_count * instance.gpu_count
+        if placed > available:
+            raise ValueError(
+                f"component.initial_copies: {component.initial_copies} copies x {accelerators} "
+                f"GPU(s) = {placed} GPUs, more than the {available} GPU(s) of "
+                f"initial_instance_count ({self.initial_instance_count}) x {instance.name}"
+            )
+
+
+class OffHoursSchedule(_Frozen):
+    """When a component may sleep: scheduled actions lower the copy minimum to 0 and back.
+
+    Expressions are Application Auto Scaling ``cron(...)`` schedules in ``timezone``.
+    """
+
+    sleep_cron: Annotated[str, Field(pattern=r"^cron\(.+\)$")]
+    wake_cron: Annotated[str, Field(pattern=r"^cron\(.+\)$")]
+    timezone: Annotated[str, Field(pattern=r"^[A-Za-z_]+(/[A-Za-z_+-]+)*$")]
+
+
+class ScaleToZeroSettings(_Frozen):
+    """Scale-to-zero of inference components: idle time, and optionally only off hours."""
+
+    # No invocation for this long scales a component in to its minimum (0 where allowed).
+    idle_minutes: Annotated[int, Field(ge=5, le=1440)]
+    # Absent: zero whenever idle (min_copies 0). Present: min_copies by day, 0 off hours.
+    off_hours: OffHoursSchedule | None = None
+
+
+class HostingConfig(_Frozen):
+    """How the models are hosted: plain single-model endpoints or inference components.
+
+    With components there is one endpoint per role (``chatbot-<env>-<role>``), each with one
+    inference component: chat and moderation run on different GPU instance types in staging
+    and prod, a copy reserves whole GPUs (two models cannot share dev's single A10G), and each
+    role scales, sleeps and wakes on its own.
+    """
+
+    mode: Literal["endpoints", "inference_components"]
+    # Retry-After (s) the front door sends while a model wakes from zero; SageMaker takes
+    # minutes to place a copy on a fresh instance.
+    wake_retry_after_s: Annotated[int, Field(ge=1, le=3600)] = 300
+    scale_to_zero: ScaleToZeroSettings | None = None
+
+    @property
+    def uses_components(self) -> bool:
+        """Whether the models are hosted as inference components."""
+        return self.mode == "inference_components"
 
 
 class FrontDoorConfig(_Frozen):
@@ -320,6 +448,7 @@ class EnvironmentConfig(_Frozen):
     chat: EndpointSettings
     moderation: EndpointSettings
     front_door: FrontDoorConfig
+    hosting: HostingConfig = HostingConfig(mode="endpoints")
     # Absent: the environment has no customization stack.
     customization: CustomizationConfig | None = None
 
@@ -327,6 +456,43 @@ class EnvironmentConfig(_Frozen):
     def _account_and_region_together(self) -> EnvironmentConfig:
         if (self.account is None) != (self.region is None):
             raise ValueError("account/region: set both (a deployable environment) or neither")
+        return self
+
+    @model_validator(mode="after")
+    def _hosting_is_consistent(self) -> EnvironmentConfig:
+        hosting = self.hosting
+        for role, settings in (("chat", self.chat), ("moderation", self.moderation)):
+            if not hosting.uses_components:
+                if settings.component is not None:
+                    raise ValueError(
+                        f"{role}.component: only with hosting.mode 'inference_components'"
+                    )
+                if settings.scaling is not None and settings.scaling.min_instances == 0:
+                    raise ValueError(
+                        f"{role}.scaling.min_instances: 0 needs hosting.mode "
+                        "'inference_components'; a plain endpoint cannot scale to zero"
+                    )
+                continue
+            if settings.component is None:
+                raise ValueError(
+                    f"{role}.component: required with hosting.mode 'inference_components'"
+                )
+            if settings.scaling is not None:
+                raise ValueError(
+                    f"{role}.scaling: counts a plain endpoint's instances; with inference "
+                    "components set component.min_copies/max_copies instead"
+                )
+            zero = hosting.scale_to_zero
+            if settings.component.min_copies == 0 and (zero is None or zero.off_hours is not None):
+                raise ValueError(
+                    f"{role}.component.min_copies: 0 needs hosting.scale_to_zero without "
+                    "off_hours (with off_hours the minimum drops to 0 by schedule only)"
+                )
+        if hosting.scale_to_zero is not None and not hosting.uses_components:
+            raise ValueError(
+                "hosting.scale_to_zero: plain endpoints cannot scale to zero; set "
+                "hosting.mode 'inference_components'"
+            )
         return self
 
     @model_validator(mode="after")

@@ -13,13 +13,13 @@ from constructs import Construct
 
 from stacks.constructs.build_context import repository_context_excludes
 from stacks.constructs.customization_pipeline import CustomizationPipeline
-from stacks.constructs.llm_endpoint import LlmEndpoint
+from stacks.constructs.hosted_model import HostedModel
 from stacks.constructs.model_assets_bucket import ModelAssetsBucket
 
 __all__ = ["CustomizationStack", "chat_model_data_url"]
 
 
-def chat_model_data_url(chat_endpoint: LlmEndpoint) -> str:
+def chat_model_data_url(chat_endpoint: HostedModel) -> str:
     """The chat endpoint's artifact URL (its ``serving.properties``), read from its Model."""
     container = chat_endpoint.cfn_model.primary_container
     assert isinstance(container, sagemaker.CfnModel.ContainerDefinitionProperty)
@@ -67,7 +67,7 @@ class CustomizationStack(Stack):
         base_image: str,
         assets_bucket: ModelAssetsBucket,
         base_weights_name: str,
-        chat_endpoint: LlmEndpoint,
+        chat_endpoint: HostedModel,
         serving_image: ecr_assets.DockerImageAsset,
         training_instance_type: str = "ml.g5.2xlarge",
         evaluation_instance_type: str = "ml.g5.xlarge",

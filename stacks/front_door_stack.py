@@ -10,7 +10,7 @@ from constructs import Construct
 
 from stacks.config import FrontDoorConfig
 from stacks.constructs.front_door_api import FrontDoorApi
-from stacks.constructs.llm_endpoint import LlmEndpoint
+from stacks.constructs.hosted_model import HostedModel
 from stacks.constructs.session_table import SessionTable
 
 __all__ = ["FrontDoorStack"]
@@ -27,6 +27,8 @@ class FrontDoorStack(Stack):
         Environment name.
     settings:
         Validated front-door settings.
+    wake_retry_after_s:
+        ``Retry-After`` while a model wakes from zero (the hosting section's).
     code_dir:
         The ``lambda/`` build context.
     chat, moderation:
@@ -46,9 +48,10 @@ class FrontDoorStack(Stack):
         *,
         env_name: str,
         settings: FrontDoorConfig,
+        wake_retry_after_s: int,
         code_dir: Path,
-        chat: LlmEndpoint,
-        moderation: LlmEndpoint,
+        chat: HostedModel,
+        moderation: HostedModel,
         sessions: SessionTable,
         termination_protection: bool,
         **stack_kwargs: Any,
@@ -65,6 +68,7 @@ class FrontDoorStack(Stack):
             chat=chat,
             moderation=moderation,
             sessions=sessions,
+            wake_retry_after_s=wake_retry_after_s,
         )
         CfnOutput(self, "ApiUrl", value=self.front_door.api.url)
         user_pool, client = self.front_door.user_pool, self.front_door.user_pool_client

@@ -9,8 +9,11 @@ from aws_cdk import IgnoreMode, Stack
 from aws_cdk import aws_ecr_assets as ecr_assets
 from constructs import Construct
 
-from stacks.config import EndpointSettings
+from stacks.config import EndpointSettings, HostingConfig
 from stacks.constructs.build_context import repository_context_excludes
+from stacks.constructs.component_scaling import ComponentScaling
+from stacks.constructs.hosted_model import HostedModel
+from stacks.constructs.inference_component import InferenceComponentEndpoint
 from stacks.constructs.llm_endpoint import LlmEndpoint
 from stacks.constructs.model_artifact import ModelArtifact
 from stacks.constructs.model_assets_bucket import ModelAssetsBucket
@@ -20,6 +23,10 @@ __all__ = ["InferenceStack"]
 
 class InferenceStack(Stack):
     """Both SageMaker endpoints, running one image built from ``container/``.
+
+    ``hosting.mode`` picks single-model endpoints (:class:`LlmEndpoint`) or one endpoint per
+    role hosting an inference component (:class:`InferenceComponentEndpoint`) with copy-count
+    autoscaling (:class:`ComponentScaling`), which can scale to zero.
 
     Parameters
     ----------
@@ -37,6 +44,8 @@ class InferenceStack(Stack):
         Endpoint name per role (``chat``, ``moderation``).
     chat, moderation:
         Validated settings of each endpoint.
+    hosting:
+        The environment's hosting mode and scale-to-zero settings.
     assets_bucket:
         The model-assets bucket of the stateful stack.
     termination_protection:
@@ -57,6 +66,7 @@ class InferenceStack(Stack):
         endpoint_names: dict[str, str],
         chat: EndpointSettings,
         moderation: EndpointSettings,
+        hosting: HostingConfig,
         assets_bucket: ModelAssetsBucket,
         termination_protection: bool,
         **stack_kwargs: Any,
@@ -74,7 +84,8 @@ class InferenceStack(Stack):
             exclude=repository_context_excludes(container_dir.name),
             ignore_mode=IgnoreMode.DOCKER,
         )
-        self.endpoints: dict[str, LlmEndpoint] = {}
+        self.endpoints: dict[str, HostedModel] = {}
+        self.scaling: dict[str, ComponentScaling] = {}
         for role, settings in (("chat", chat), ("moderation", moderation)):
             artifact = ModelArtifact(
                 self,
@@ -82,22 +93,45 @@ class InferenceStack(Stack):
                 source_dir=artifacts_dir / role,
                 build_dir=artifact_build_dir,
             )
-            self.endpoints[role] = LlmEndpoint(
+            if not hosting.uses_components:
+                self.endpoints[role] = LlmEndpoint(
+                    self,
+                    f"{role.capitalize()}Endpoint",
+                    endpoint_name=endpoint_names[role],
+                    settings=settings,
+                    image=self.image,
+                    artifact=artifact,
+                    assets_bucket=assets_bucket,
+                )
+                continue
+            assert settings.component is not None  # validated with the hosting mode
+            zero = hosting.scale_to_zero
+            component = InferenceComponentEndpoint(
                 self,
-                f"{role.capitalize()}Endpoint",
+                f"{role.capitalize()}Component",
                 endpoint_name=endpoint_names[role],
                 settings=settings,
+                allow_zero_instances=zero is not None
+                and (settings.component.min_copies == 0 or zero.off_hours is not None),
                 image=self.image,
                 artifact=artifact,
                 assets_bucket=assets_bucket,
             )
+            self.endpoints[role] = component
+            self.scaling[role] = ComponentScaling(
+                self,
+                f"{role.capitalize()}Scaling",
+                target=component,
+                copies=settings.component,
+                scale_to_zero=zero,
+            )
 
     @property
-    def chat(self) -> LlmEndpoint:
-        """The streaming chat endpoint."""
+    def chat(self) -> HostedModel:
+        """The streaming chat model."""
         return self.endpoints["chat"]
 
     @property
-    def moderation(self) -> LlmEndpoint:
-        """The moderation endpoint."""
+    def moderation(self) -> HostedModel:
+        """The moderation model."""
         return self.endpoints["moderation"]

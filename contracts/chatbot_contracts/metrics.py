@@ -34,6 +34,8 @@ class Metric(StrEnum):
     SESSIONS_CREATED = "SessionsCreated"
     TOKENS_OUT = "TokensOut"
     TIME_TO_FIRST_TOKEN = "TimeToFirstToken"  # noqa: S105 - a metric name, not a secret
+    # A request refused with 503 model_waking_up: an inference component had no copy.
+    MODEL_WAKING_UP = "ModelWakingUp"
 
     @property
     def unit(self) -> str:

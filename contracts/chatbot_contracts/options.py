@@ -46,6 +46,11 @@ class FrontDoorSetting(StrEnum):
     OUTPUT_MODERATION_MODE = "output_moderation_mode"
     AUTH_MODE = "auth_mode"
     MAX_TOKENS_LIMIT = "max_tokens_limit"
+    # Hosting mode "inference_components" only: the components to name, and the Retry-After
+    # of 503 model_waking_up while one scales out from zero.
+    CHAT_COMPONENT = "chat_component"
+    MODERATION_COMPONENT = "moderation_component"
+    WAKE_RETRY_AFTER_S = "wake_retry_after_s"
 
     @property
     def env(self) -> str:

@@ -15,8 +15,9 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from chatbot_contracts.front_door import OpenAIErrorEnvelope
+from chatbot_contracts.metrics import Metric
 from front_door.chat import ChatService, Delta, Failure, Finish, Turn
-from front_door.errors import FrontDoorError, SessionNotFoundError
+from front_door.errors import FrontDoorError, ModelWakingUpError, SessionNotFoundError
 from front_door.observability import RequestMetrics, bind_log_context
 from front_door.principal import request_id, resolve_principal
 from front_door.protocol import (
@@ -210,8 +211,10 @@ async def create_chat_completion(
     metrics = RequestMetrics()
     try:
         turn = await service.start_turn(body, principal, metrics)
-    except FrontDoorError:
+    except FrontDoorError as exc:
         metrics.add("Errors", "Count", 1)
+        if isinstance(exc, ModelWakingUpError):
+            metrics.add(Metric.MODEL_WAKING_UP, Metric.MODEL_WAKING_UP.unit, 1)
         metrics.flush()
         raise
     if body.stream:

@@ -114,6 +114,24 @@ class ModerationUnavailableError(UpstreamUnavailableError):
     code = "moderation_unavailable"
 
 
+class ModelWakingUpError(UpstreamUnavailableError):
+    """A model scaled to zero has no copy yet; it is starting, come back later (503).
+
+    Raised for the chat and the moderation model alike: without moderation nothing is
+    generated, so a sleeping moderation model refuses the request the same way.
+    """
+
+    code = "model_waking_up"
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        """Tell the client when the model should be up."""
+        return {"Retry-After": str(self.retry_after_s)}
+
+
 class UpstreamTimeoutError(FrontDoorError):
     """An endpoint did not answer within the configured timeout (504)."""
 

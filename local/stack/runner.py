@@ -82,6 +82,8 @@ def stack_environment(
             "CHATBOT_SAGEMAKER_ENDPOINT_URL": config.emulator_url,
             "CHATBOT_DYNAMODB_ENDPOINT_URL": config.dynamodb_url,
             "CHATBOT_REGION": config.region,
+            "CHATBOT_WAKE_RETRY_AFTER_S": str(config.wake_retry_after_s),
+            "SAGEMAKER_EMULATOR_WAKE_AFTER_S": str(config.wake_after_s),
             "STACK_HOST": config.host,
             "FRONT_DOOR_PORT": str(config.front_door_port),
             "EMULATOR_PORT": str(config.emulator_port),

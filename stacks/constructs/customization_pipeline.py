@@ -20,7 +20,8 @@ from chatbot_contracts.training import (
     METRIC_DEFINITIONS,
     SPOT_CHECKPOINT_STEPS,
 )
-from stacks.constructs.llm_endpoint import VARIANT_NAME, LlmEndpoint
+from stacks.constructs.hosted_model import HostedModel
+from stacks.constructs.llm_endpoint import VARIANT_NAME
 from stacks.constructs.model_assets_bucket import ModelAssetsBucket
 from stacks.constructs.nag_ids import nag_resource_id
 
@@ -85,7 +86,7 @@ class CustomizationPipeline(Construct):
         base_weights_name: str,
         training_image: ecr_assets.DockerImageAsset,
         serving_image: ecr_assets.DockerImageAsset,
-        chat_endpoint: LlmEndpoint,
+        chat_endpoint: HostedModel,
         chat_model_data_url: str,
         training_instance_type: str = "ml.g5.2xlarge",
         evaluation_instance_type: str = "ml.g5.xlarge",
@@ -410,52 +411,12 @@ class CustomizationPipeline(Construct):
             },
             result_path=sfn.JsonPath.DISCARD,
         )
-        create_config = tasks.CallAwsService(
-            self,
-            "CreateEndpointConfig",
-            service="sagemaker",
-            action="createEndpointConfig",
-            iam_action="sagemaker:CreateEndpointConfig",
-            iam_resources=[self._arn("endpoint-config", f"{self.name_prefix}-*")],
-            parameters={
-                "EndpointConfigName": name("config", raw=False),
-                "ProductionVariants": [_variant(chat_endpoint, name("model", raw=False))],
-            },
-            result_path=sfn.JsonPath.DISCARD,
-        )
-        roll_out = tasks.CallAwsService(
-            self,
-            "RollOut",
-            service="sagemaker",
-            action="updateEndpoint",
-            iam_action="sagemaker:UpdateEndpoint",
-            iam_resources=[
-                chat_endpoint.endpoint_arn,
-                self._arn("endpoint-config", f"{self.name_prefix}-*"),
-            ],
-            parameters={
-                "EndpointName": chat_endpoint.endpoint_name,
-                "EndpointConfigName": name("config", raw=False),
-                "DeploymentConfig": {
-                    # Blue/green: the new fleet takes all traffic, then bakes for ten
-                    # minutes while the endpoint's alarms can still roll it back.
-                    "BlueGreenUpdatePolicy": {
-                        "TrafficRoutingConfiguration": {
-                            "Type": "ALL_AT_ONCE",
-                            "WaitIntervalInSeconds": 600,
-                        },
-                        "TerminationWaitInSeconds": 600,
-                        "MaximumExecutionTimeoutInSeconds": 3600,
-                    },
-                    "AutoRollbackConfiguration": {
-                        "Alarms": [
-                            {"AlarmName": alarm.alarm_name} for alarm in chat_endpoint.alarms
-                        ]
-                    },
-                },
-            },
-            result_path=sfn.JsonPath.DISCARD,
-        )
+        if chat_endpoint.component_name is None:
+            roll_out_chain = self._roll_out_endpoint(
+                chat_endpoint, name("model", raw=False), name("config", raw=False)
+            )
+        else:
+            roll_out_chain = self._roll_out_component(chat_endpoint, name("model", raw=False))
 
         rejected = sfn.Succeed(self, "Rejected", comment="Model package rejected; nothing deployed")
         deployed = sfn.Succeed(self, "Deployed")
@@ -463,7 +424,7 @@ class CustomizationPipeline(Construct):
             sfn.Choice(self, "Approved?")
             .when(
                 sfn.Condition.string_equals("$.approval.status", "Approved"),
-                create_model.next(create_config).next(roll_out).next(deployed),
+                create_model.next(roll_out_chain).next(deployed),
             )
             .when(sfn.Condition.string_equals("$.approval.status", "Rejected"), rejected)
             .otherwise(wait)
@@ -488,6 +449,95 @@ class CustomizationPipeline(Construct):
             timeout=Duration.days(7),
         )
         self._grant_state_machine(chat_endpoint)
+
+    def _roll_out_endpoint(
+        self, chat_endpoint: HostedModel, model_name: str, config_name: str
+    ) -> sfn.Chain:
+        create_config = tasks.CallAwsService(
+            self,
+            "CreateEndpointConfig",
+            service="sagemaker",
+            action="createEndpointConfig",
+            iam_action="sagemaker:CreateEndpointConfig",
+            iam_resources=[self._arn("endpoint-config", f"{self.name_prefix}-*")],
+            parameters={
+                "EndpointConfigName": config_name,
+                "ProductionVariants": [_variant(chat_endpoint, model_name)],
+            },
+            result_path=sfn.JsonPath.DISCARD,
+        )
+        roll_out = tasks.CallAwsService(
+            self,
+            "RollOut",
+            service="sagemaker",
+            action="updateEndpoint",
+            iam_action="sagemaker:UpdateEndpoint",
+            iam_resources=[
+                chat_endpoint.endpoint_arn,
+                self._arn("endpoint-config", f"{self.name_prefix}-*"),
+            ],
+            parameters={
+                "EndpointName": chat_endpoint.endpoint_name,
+                "EndpointConfigName": config_name,
+                "DeploymentConfig": {
+                    # Blue/green: the new fleet takes all traffic, then bakes for ten
+                    # minutes while the endpoint's alarms can still roll it back.
+                    "BlueGreenUpdatePolicy": {
+                        "TrafficRoutingConfiguration": {
+                            "Type": "ALL_AT_ONCE",
+                            "WaitIntervalInSeconds": 600,
+                        },
+                        "TerminationWaitInSeconds": 600,
+                        "MaximumExecutionTimeoutInSeconds": 3600,
+                    },
+                    "AutoRollbackConfiguration": {
+                        "Alarms": [
+                            {"AlarmName": alarm.alarm_name} for alarm in chat_endpoint.alarms
+                        ]
+                    },
+                },
+            },
+            result_path=sfn.JsonPath.DISCARD,
+        )
+        return create_config.next(roll_out)
+
+    def _roll_out_component(self, chat_endpoint: HostedModel, model_name: str) -> sfn.Chain:
+        # An inference component rolls to the new model copy by copy, with auto-rollback on
+        # its alarms; its compute requirements stay those of the deployed template.
+        settings = chat_endpoint.settings
+        component = chat_endpoint.component_name
+        roll_out = tasks.CallAwsService(
+            self,
+            "RollOut",
+            service="sagemaker",
+            action="updateInferenceComponent",
+            iam_action="sagemaker:UpdateInferenceComponent",
+            iam_resources=[self._arn("inference-component", f"{component}")],
+            parameters={
+                "InferenceComponentName": component,
+                "Specification": {
+                    "ModelName": model_name,
+                    "ComputeResourceRequirements": {
+                        "NumberOfAcceleratorDevicesRequired": settings.accelerators_per_copy,
+                        "MinMemoryRequiredInMb": settings.memory_per_copy_mb,
+                    },
+                },
+                "DeploymentConfig": {
+                    "RollingUpdatePolicy": {
+                        "MaximumBatchSize": {"Type": "COPY_COUNT", "Value": 1},
+                        "WaitIntervalInSeconds": 600,
+                        "MaximumExecutionTimeoutInSeconds": 3600,
+                    },
+                    "AutoRollbackConfiguration": {
+                        "Alarms": [
+                            {"AlarmName": alarm.alarm_name} for alarm in chat_endpoint.alarms
+                        ]
+                    },
+                },
+            },
+            result_path=sfn.JsonPath.DISCARD,
+        )
+        return sfn.Chain.start(roll_out)
 
     def _arn(self, resource_type: str, name: str) -> str:
         return f"arn:{Aws.PARTITION}:sagemaker:{Aws.REGION}:{Aws.ACCOUNT_ID}:{resource_type}/{name}"
@@ -586,7 +636,7 @@ class CustomizationPipeline(Construct):
         Validations.of(role).acknowledge(*acknowledgments)
         return role
 
-    def _grant_chat_role_read(self, chat_endpoint: LlmEndpoint) -> None:
+    def _grant_chat_role_read(self, chat_endpoint: HostedModel) -> None:
         # The rolled-out model downloads its weights from the run's training output.
         bucket = self.assets_bucket
         chat_endpoint.role.add_to_policy(
@@ -609,7 +659,7 @@ class CustomizationPipeline(Construct):
             )
         )
 
-    def _grant_state_machine(self, chat_endpoint: LlmEndpoint) -> None:
+    def _grant_state_machine(self, chat_endpoint: HostedModel) -> None:
         machine = self.state_machine
         jobs = [
             self._arn("processing-job", f"{self.name_prefix}-*"),
@@ -730,7 +780,7 @@ def _cluster(instance_type: str) -> dict[str, Any]:
     }
 
 
-def _variant(chat_endpoint: LlmEndpoint, model_name: str) -> dict[str, Any]:
+def _variant(chat_endpoint: HostedModel, model_name: str) -> dict[str, Any]:
     settings = chat_endpoint.settings
     variant: dict[str, Any] = {
         "VariantName": VARIANT_NAME,

@@ -19,7 +19,7 @@ from chatbot_contracts import sessions as schema
 from chatbot_contracts.options import FrontDoorSetting
 from stacks.config import FrontDoorConfig
 from stacks.constructs.build_context import repository_context_excludes
-from stacks.constructs.llm_endpoint import LlmEndpoint
+from stacks.constructs.hosted_model import HostedModel
 from stacks.constructs.session_table import SessionTable
 
 __all__ = [
@@ -76,9 +76,11 @@ class FrontDoorApi(Construct):
     code_dir:
         The ``lambda/`` directory; its Dockerfile is built (arm64) at deploy time.
     chat, moderation:
-        The endpoints the function may invoke.
+        The models the function may invoke (endpoints, or endpoints' inference components).
     sessions:
         The session table the function may use.
+    wake_retry_after_s:
+        ``Retry-After`` of the 503 ``model_waking_up`` answered while a component sleeps.
     """
 
     def __init__(
@@ -89,9 +91,10 @@ class FrontDoorApi(Construct):
         env_name: str,
         settings: FrontDoorConfig,
         code_dir: Path,
-        chat: LlmEndpoint,
-        moderation: LlmEndpoint,
+        chat: HostedModel,
+        moderation: HostedModel,
         sessions: SessionTable,
+        wake_retry_after_s: int,
     ) -> None:
         super().__init__(scope, construct_id)
         # This stack is stateless: its logs go with it (sessions live in the stateful stack).
@@ -128,7 +131,7 @@ class FrontDoorApi(Construct):
             role=self.role,
             log_group=self.log_group,
             logging_format=LAMBDA_LOGGING_FORMAT,
-            environment=self._environment(settings, chat, moderation, sessions),
+            environment=self._environment(settings, chat, moderation, sessions, wake_retry_after_s),
         )
         chat.grant_invoke(self.function)
         moderation.grant_invoke(self.function)
@@ -177,9 +180,10 @@ class FrontDoorApi(Construct):
     @staticmethod
     def _environment(
         settings: FrontDoorConfig,
-        chat: LlmEndpoint,
-        moderation: LlmEndpoint,
+        chat: HostedModel,
+        moderation: HostedModel,
         sessions: SessionTable,
+        wake_retry_after_s: int,
     ) -> dict[str, str]:
         variables = {
             FrontDoorSetting.CHAT_ENDPOINT: chat.endpoint_name,
@@ -194,6 +198,18 @@ class FrontDoorApi(Construct):
             # A client may ask for at most what the chat container accepts.
             FrontDoorSetting.MAX_TOKENS_LIMIT: str(chat.settings.model.max_new_tokens_cap),
         }
+        # Inference components are named in each invocation; plain endpoints need nothing.
+        components = {
+            setting: model.component_name
+            for setting, model in (
+                (FrontDoorSetting.CHAT_COMPONENT, chat),
+                (FrontDoorSetting.MODERATION_COMPONENT, moderation),
+            )
+            if model.component_name is not None
+        }
+        if components:
+            variables.update(components)
+            variables[FrontDoorSetting.WAKE_RETRY_AFTER_S] = str(wake_retry_after_s)
         return {
             **{setting.env: value for setting, value in variables.items()},
             "AWS_LWA_INVOKE_MODE": "response_stream",

@@ -57,6 +57,8 @@ class LlmEndpoint(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         self.endpoint_name = endpoint_name
+        # A single-model endpoint: invocations name no inference component.
+        self.component_name: str | None = None
         self.settings = settings
         model = settings.model
 

@@ -281,8 +281,11 @@ class Chain:
         moderation_backend: UvicornThread,
         dynamodb_url: str,
         dynamodb: Any,
+        containers: dict[str, str] | None = None,
     ) -> None:
         self.emulator = emulator
+        # Container server URL per role, for tests that put their own emulator in front.
+        self.containers = containers or {}
         self.chat_backend = chat_backend
         self.moderation_backend = moderation_backend
         self.dynamodb_url = dynamodb_url
@@ -431,6 +434,7 @@ def chain(
             moderation_backend=moderation_backend,
             dynamodb_url=dynamodb_url,
             dynamodb=dynamodb,
+            containers={"chat": chat.url, "moderation": moderation.url},
         )
     finally:
         for server in reversed(servers):

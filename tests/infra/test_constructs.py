@@ -441,6 +441,7 @@ class TestFrontDoorApi:
                 chat=endpoints["chat"],
                 moderation=endpoints["moderation"],
                 sessions=table,
+                wake_retry_after_s=300,
             )
             result[env] = Template.from_stack(stack)
         return result

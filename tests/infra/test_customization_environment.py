@@ -69,7 +69,11 @@ def test_state_machine_runs_the_configured_jobs(
     base_uri = base["DataSource"]["S3DataSource"]["S3Uri"]
     assert base_uri.endswith(f"/models/{config.chat.model.weights_name}/")
     assert f"chatbot-{env}-assets-" in base_uri
-    assert states["RollOut"]["Parameters"]["EndpointName"] == config.endpoint_names["chat"]
+    roll_out = states["RollOut"]["Parameters"]
+    if config.hosting.uses_components:  # rolled copy by copy through the chat component
+        assert roll_out["InferenceComponentName"] == config.endpoint_names["chat"]
+    else:
+        assert roll_out["EndpointName"] == config.endpoint_names["chat"]
     assert states["Register"]["Parameters"]["ModelPackageGroupName"] == f"chatbot-{env}-chat"
     assert training["TrainingJobName.$"].startswith(
         f"States.Format('chatbot-{env}-cust-{{}}-train'"

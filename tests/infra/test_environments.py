@@ -58,9 +58,11 @@ def test_cdk_nag_reports_no_unacknowledged_finding(synthesized: Synthesized, env
     by_rule: dict[str, set[str]] = {}
     for path, rule, _ in nag:
         by_rule.setdefault(rule, set()).add(path)
+    # Endpoints, or inference-component endpoints (dev, staging): one NVMe waiver per role.
+    hosted = "Endpoint" if env == "prod" else "Component"
     assert by_rule["AwsSolutions::AwsSolutions-SM2"] == {
-        f"/chatbot-{env}/Inference/ChatEndpoint/EndpointConfig",
-        f"/chatbot-{env}/Inference/ModerationEndpoint/EndpointConfig",
+        f"/chatbot-{env}/Inference/Chat{hosted}/EndpointConfig",
+        f"/chatbot-{env}/Inference/Moderation{hosted}/EndpointConfig",
     }
     # Only IAM-authorized environments waive the Cognito-authorizer rule, method by method.
     cognito_waivers = by_rule.get("AwsSolutions::AwsSolutions-COG4", set())
@@ -139,12 +141,13 @@ def test_prod_scales_chat_between_two_and_eight(synthesized: Synthesized) -> Non
     chat = [t for t in targets.values() if "chatbot-prod-chat" in json.dumps(t)]
     assert len(chat) == 1
     assert (chat[0]["Properties"]["MinCapacity"], chat[0]["Properties"]["MaxCapacity"]) == (2, 8)
-    assert (
-        _resources(
-            synthesized.templates["dev"]["Inference"], "AWS::ApplicationAutoScaling::ScalableTarget"
-        )
-        == {}
+    dev_targets = _resources(
+        synthesized.templates["dev"]["Inference"], "AWS::ApplicationAutoScaling::ScalableTarget"
     )
+    # dev scales inference-component copies (tests/infra/test_hosting.py), not instances.
+    assert {t["Properties"]["ScalableDimension"] for t in dev_targets.values()} == {
+        "sagemaker:inference-component:DesiredCopyCount"
+    }
 
 
 def test_chat_engine_settings_per_environment(synthesized: Synthesized) -> None:
