@@ -71,6 +71,14 @@ class SessionNotFoundError(FrontDoorError):
     code = "session_not_found"
 
 
+class ModelNotFoundError(FrontDoorError):
+    """``GET /v1/models/{id}`` names a model this front door does not serve (404)."""
+
+    status_code = 404
+    error_type = "invalid_request_error"
+    code = "model_not_found"
+
+
 class SessionConflictError(FrontDoorError):
     """A turn could not be appended: the session changed or vanished under the write (409)."""
 
@@ -161,11 +169,29 @@ _STATUS_TYPES: dict[int, tuple[str, str]] = {
 }
 
 
+def _json_error_message(first: dict[str, Any], document: Any) -> str:
+    """Say what is wrong with a body that is not JSON, and where (line, column, offset)."""
+    reason = str((first.get("ctx") or {}).get("error", "invalid JSON"))
+    location = [part for part in first.get("loc", ()) if part != "body"]
+    offset = location[0] if location and isinstance(location[0], int) else None
+    if offset is None or not isinstance(document, str | bytes):
+        return f"The request body is not valid JSON: {reason}."
+    text = document.decode(errors="replace") if isinstance(document, bytes) else document
+    line = text.count("\n", 0, offset) + 1
+    column = offset - (text.rfind("\n", 0, offset) + 1) + 1
+    return (
+        f"The request body is not valid JSON: {reason} at line {line} column {column} "
+        f"(character {offset})."
+    )
+
+
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     errors = exc.errors()
     if not errors:
         return "Invalid request.", None
     first = errors[0]
+    if first.get("type") == "json_invalid":
+        return _json_error_message(first, exc.body), None
     location = [str(part) for part in first.get("loc", ()) if part != "body"]
     param = ".".join(location) or None
     text = str(first.get("msg", "invalid value"))
