@@ -16,7 +16,7 @@ FALLBACK_LABEL = "needs intervention"
 _INPUT_PLACEHOLDER = "{input}"
 # Longer labels first so "possibly needs caution" is not read as "needs caution".
 _BY_LENGTH = sorted(MODERATION_LABELS, key=len, reverse=True)
-_LABEL_PATTERN = re.compile("|".join(re.escape(label) for label in _BY_LENGTH))
+_LABEL_PATTERN = re.compile(r"\b(?:" + "|".join(re.escape(label) for label in _BY_LENGTH) + r")\b")
 _NUMBERED = {str(n): label for n, label in enumerate(MODERATION_LABELS, start=1)}
 
 
@@ -57,7 +57,7 @@ def parse_label(output: str) -> str:
     text = " ".join(output.lower().replace("_", " ").split())
     opening = re.sub(r"^[^\w]+", "", text)
     match = _LABEL_PATTERN.match(opening)
-    if match is not None and not opening[match.end() : match.end() + 1].isalnum():
+    if match is not None:
         return match.group(0)
     number = re.match(r"^(\d)\b", opening)
     if number is not None and number.group(1) in _NUMBERED:

@@ -26,8 +26,8 @@ from local.scripted_backend.wire import (
     Message,
     State,
     barrier_message,
-    choice_violation,
     complete,
+    constrain_to_choices,
     error_response,
     plan_answer,
     stream_answer,
@@ -97,9 +97,10 @@ def build_app(script: Script | None = None) -> FastAPI:
         rule = state.choose(kind, last_user, everything)
         if rule.http_status is not None:
             return error_response(rule.http_status, rule.error_message, rule.error_type)
-        violation = choice_violation(rule, parsed)
-        if violation is not None:
-            return error_response(400, violation)
+        constrained = constrain_to_choices(rule, parsed)
+        if isinstance(constrained, str):
+            return error_response(400, constrained)
+        rule = constrained
         plan = plan_answer(rule, parsed, everything)
         model = parsed.model or state.script.model
         request_id = ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex

@@ -95,11 +95,14 @@ class GenerationRequest(BaseModel):
         return self.guided_choice
 
 
-def choice_violation(rule: Rule, request: GenerationRequest) -> str | None:
-    """Why the rule cannot answer a request constrained to a choice list (``None``: it can).
+def constrain_to_choices(rule: Rule, request: GenerationRequest) -> Rule | str:
+    """The rule as a constrained engine would answer it, or why it cannot.
 
-    A constrained engine can only emit one of the choices; a script whose answer is not one
-    of them is a mistake in the script, reported as a 400 rather than answered anyway.
+    With a choice list (vLLM's ``structured_outputs.choice`` or ``guided_choice``) an engine
+    emits exactly one of the choices and nothing around it: a rule whose answer is a choice
+    once surrounding whitespace is dropped (free-text scripts answer ``" casual"``) answers
+    exactly that choice. Any other answer is a mistake in the script, reported as a 400
+    rather than answered anyway.
 
     Parameters
     ----------
@@ -110,23 +113,27 @@ def choice_violation(rule: Rule, request: GenerationRequest) -> str | None:
 
     Returns
     -------
-    str | None
-        The error message, or ``None`` when the rule's answer is one of the choices.
+    Rule | str
+        The rule to answer with (``rule`` itself without a choice list), or the error message.
     """
     choices = request.choices()
     if choices is None or rule.http_status is not None:
-        return None
-    answer = "".join(rule.token_texts)
-    if answer in choices:
-        return None
-    return f"scripted answer {answer!r} is not one of the requested choices {choices}"
+        return rule
+    answer = "".join(rule.token_texts).strip()
+    if answer not in choices:
+        return f"scripted answer {answer!r} is not one of the requested choices {choices}"
+    return Rule.model_validate(rule.model_dump() | {"response": answer, "tokens": [answer]})
 
 
 class ChatRequest(GenerationRequest):
+    """``POST /v1/chat/completions`` body."""
+
     messages: list[Message] = Field(min_length=1)
 
 
 class CompletionRequest(GenerationRequest):
+    """``POST /v1/completions`` body."""
+
     prompt: str | list[str]
 
     @model_validator(mode="after")

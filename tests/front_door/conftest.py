@@ -360,6 +360,8 @@ def chain(
                     role="moderation",
                     backend_url=moderation_backend.url,
                     moderation_prompt=str(artifacts / "moderation.txt"),
+                    # As on vLLM: the backend may answer only a label.
+                    moderation_decoding="choice",
                     **common,
                 )
             )

@@ -212,7 +212,8 @@ def test_openai_sdk_streams_serializes_and_continues_without_warnings(sdk):
     dumped = [chunk.model_dump() for chunk in chunks] + [chunk.to_dict() for chunk in chunks]
     assert dumped
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "answer-44"
-    assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens > 0
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.total_tokens > 0
     session_id = (chunks[0].model_extra or {})["chatbot"]["session_id"]
     reply = sdk.chat.completions.create(
         model=CHAT_MODEL,
