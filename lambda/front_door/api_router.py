@@ -15,8 +15,14 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from chatbot_contracts.metrics import Metric
 from front_door.chat import ChatService, Delta, Failure, Finish, Turn
-from front_door.errors import FrontDoorError, ModelNotFoundError, SessionNotFoundError
+from front_door.errors import (
+    DeleteIncompleteError,
+    FrontDoorError,
+    ModelNotFoundError,
+    SessionNotFoundError,
+)
 from front_door.observability import RequestMetrics, bind_log_context
 from front_door.principal import request_id, resolve_principal
 from front_door.protocol import (
@@ -136,11 +142,13 @@ def _chunk(
 
 
 def _extension(turn: Turn, finish: Finish) -> dict[str, Any]:
-    return {
+    extension: dict[str, Any] = {
         "session_id": turn.session_id,
         "moderation": finish.moderation,
         "sources": finish.sources,
+        "retrieval_error": finish.retrieval_error,  # set: answered without sources, and why
     }
+    return extension
 
 
 def _usage(finish: Finish) -> dict[str, int]:
@@ -365,5 +373,14 @@ async def delete_session(session_id: str, request: Request, principal: Principal
     store: SessionStore = request.app.state.session_store
     checked = _checked_session_id(session_id)
     bind_log_context(session_id=checked)
-    await anyio.to_thread.run_sync(store.delete_session, checked, principal)
+    try:
+        await anyio.to_thread.run_sync(store.delete_session, checked, principal)
+    except DeleteIncompleteError as exc:
+        metrics = RequestMetrics()
+        metrics.add(
+            Metric.SESSION_DELETE_INCOMPLETE, Metric.SESSION_DELETE_INCOMPLETE.unit, exc.left
+        )
+        metrics.add(Metric.ERRORS, Metric.ERRORS.unit, 1)
+        metrics.flush()
+        raise
     return SessionDeleted(session_id=checked)

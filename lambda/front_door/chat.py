@@ -44,6 +44,7 @@ class Finish:
     moderation: dict[str, str | None]
     sources: list[dict[str, Any]]
     usage: dict[str, int]
+    retrieval_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ class _Outcome:
     output_label: str | None = None
     sources: list[dict[str, Any]] = field(default_factory=list)
     usage: dict[str, int] = field(default_factory=dict)
+    retrieval_error: str | None = None
     blocked: bool = False
     incomplete: bool = True
     persisted: bool = False
@@ -237,6 +239,7 @@ class ChatService:
                 moderation={"input": turn.input_label, "output": outcome.output_label},
                 sources=outcome.sources,
                 usage=outcome.usage,
+                retrieval_error=outcome.retrieval_error,
             )
         except FrontDoorError as exc:
             turn.metrics.add("Errors", "Count", 1)
@@ -343,6 +346,8 @@ class ChatService:
     def _record_final(details: dict[str, Any], outcome: _Outcome) -> None:
         reason = str(details.get("finish_reason") or "stop")
         outcome.finish_reason = _FINISH_REASONS.get(reason, reason)
+        if details.get("retrieval_error"):
+            outcome.retrieval_error = str(details["retrieval_error"])
         sources = details.get("sources")
         if isinstance(sources, list):
             outcome.sources = [source for source in sources if isinstance(source, dict)]

@@ -125,6 +125,16 @@ class ModerationUnavailableError(UpstreamUnavailableError):
     code = "moderation_unavailable"
 
 
+class DeleteIncompleteError(UpstreamUnavailableError):
+    """A session's header was deleted but some messages were not (503; they expire by TTL)."""
+
+    code = "delete_incomplete"
+
+    def __init__(self, message: str, *, left: int) -> None:
+        super().__init__(message, param="session_id")
+        self.left = left
+
+
 class UpstreamTimeoutError(FrontDoorError):
     """An endpoint did not answer within the configured timeout (504)."""
 

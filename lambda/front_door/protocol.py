@@ -254,6 +254,9 @@ class ChatbotExtension(BaseModel):
     session_id: str
     moderation: ModerationLabels | None = None
     sources: list[Source] | None = None
+    retrieval_error: str | None = Field(
+        default=None, description="Why the answer has no sources: retrieval failed."
+    )
 
 
 class ChatCompletion(BaseModel):

@@ -137,6 +137,8 @@ CHAT_TEMPLATE = (
 MODERATION_PROMPT = "Label the text as casual or needs intervention.\nText: {input}\nLabel:"
 FORBIDDEN = "zq-forbidden"
 """Text the scripted moderation backend labels ``needs intervention``; all else is casual."""
+MODERATION_OUTAGE = "zq-modfail"
+"""Text the scripted moderation backend fails on (HTTP 500), as an outage would."""
 DEFAULT_ANSWER = "Hello there, friend."
 LONG_ANSWER = " ".join(f"word{i}." if i % 10 == 9 else f"word{i}" for i in range(120))
 CORPUS = [
@@ -164,6 +166,14 @@ def chat_script() -> dict[str, Any]:
             "response": f"Sure. First some harmless words here. Then {FORBIDDEN} appears. "
             + LONG_ANSWER,
             # Slow enough that the windowed verdict arrives while tokens still flow.
+            "token_delay_s": 0.01,
+        },
+        {
+            "name": "moderation-outage",
+            "regex": r"moderation outage please\n(<context>:[\s\S]*)?<bot>:$",
+            "scope": "all",
+            "response": f"Some fine words first. Then {MODERATION_OUTAGE} appears. " + LONG_ANSWER,
+            # Slow enough that the failing windowed check returns while tokens still flow.
             "token_delay_s": 0.01,
         },
         {
@@ -211,6 +221,7 @@ def moderation_script() -> dict[str, Any]:
         "model": "scripted-moderation",
         "rules": [
             {"contains": FORBIDDEN, "scope": "all", "response": "needs intervention"},
+            {"contains": MODERATION_OUTAGE, "scope": "all", "http_status": 500},
         ],
         "default": {"response": "casual"},
     }
@@ -218,13 +229,21 @@ def moderation_script() -> dict[str, Any]:
 
 def _search_api() -> Any:
     """A stand-in for the HTTP search API a retriever may use (returns the fixed corpus)."""
-    from fastapi import FastAPI
+    from fastapi import FastAPI, Response
 
     app = FastAPI()
+    app.state.down = False
 
     @app.get("/search")
-    async def search(q: str) -> dict[str, Any]:
+    async def search(q: str) -> Any:
+        if app.state.down:
+            return Response("search is down", status_code=503)
         return {"results": [{**doc, "score": 0.9 - 0.1 * n} for n, doc in enumerate(CORPUS)]}
+
+    @app.put("/_down")
+    async def set_down(down: bool) -> dict[str, bool]:
+        app.state.down = down
+        return {"down": down}
 
     return app
 
@@ -239,10 +258,12 @@ class Chain:
         emulator: UvicornThread,
         chat_backend: UvicornThread,
         moderation_backend: UvicornThread,
+        search: UvicornThread,
         dynamodb_url: str,
         dynamodb: Any,
     ) -> None:
         self.emulator = emulator
+        self.search = search
         self.chat_backend = chat_backend
         self.moderation_backend = moderation_backend
         self.dynamodb_url = dynamodb_url
@@ -269,6 +290,11 @@ class Chain:
 
         body = {f"chatbot-test-{name}": faults for name, faults in per_endpoint.items()}
         httpx.put(f"{self.emulator.url}/_faults", json=body).raise_for_status()
+
+    def search_down(self, down: bool) -> None:
+        import httpx
+
+        httpx.put(f"{self.search.url}/_down", params={"down": down}).raise_for_status()
 
     def clear_faults(self) -> None:
         import httpx
@@ -385,6 +411,7 @@ def chain(
             emulator=emulator,
             chat_backend=chat_backend,
             moderation_backend=moderation_backend,
+            search=search,
             dynamodb_url=dynamodb_url,
             dynamodb=dynamodb,
         )
