@@ -239,7 +239,7 @@ def chat_model(front_door: str) -> Any:
     return ChatOpenAI(
         model=CHAT_MODEL,
         base_url=f"{front_door}/v1",
-        api_key="unused",  # type: ignore[arg-type]
+        api_key="unused",
         default_headers=caller("langchain"),
         max_retries=0,
     )
