@@ -519,9 +519,8 @@ def test_fifty_sessions_in_parallel(client):
         first = ask(client, f"question-{i % 64:02d}", who=f"user-{i}", stream=i % 2 == 1)
         assert first.status_code == 200
         if i % 2 == 1:
-            session_id = json.loads(first.text.split("\n", 1)[0].removeprefix("data: "))[
-                "session_id"
-            ]
+            first_chunk = json.loads(first.text.split("\n", 1)[0].removeprefix("data: "))
+            session_id = first_chunk["chatbot"]["session_id"]
         else:
             session_id = first.json()["chatbot"]["session_id"]
         return session_id, len(session(client, session_id, who=f"user-{i}")["messages"])
