@@ -7,16 +7,18 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from chatbot_contracts.moderation import MODERATION_LABELS, ModerationLabel, most_cautious
 from inference_server.backend_client import BackendClient
-from inference_server.protocol import MODERATION_LABELS, ModerationResponse
+from inference_server.protocol import ModerationResponse
 
 __all__ = ["FALLBACK_LABEL", "Moderator", "choice_params", "most_cautious", "parse_label"]
 
-FALLBACK_LABEL = "needs intervention"
+FALLBACK_LABEL: ModerationLabel = MODERATION_LABELS[-1]
 _INPUT_PLACEHOLDER = "{input}"
-# Longer labels first so "possibly needs caution" is not read as "needs caution".
+# Longer labels first, so that a label ending in a shorter one is not read as the shorter.
 _BY_LENGTH = sorted(MODERATION_LABELS, key=len, reverse=True)
 _LABEL_PATTERN = re.compile(r"\b(?:" + "|".join(re.escape(label) for label in _BY_LENGTH) + r")\b")
+_BY_TEXT: dict[str, ModerationLabel] = {label: label for label in MODERATION_LABELS}
 _NUMBERED = {str(n): label for n, label in enumerate(MODERATION_LABELS, start=1)}
 
 
@@ -35,7 +37,7 @@ def choice_params() -> dict[str, Any]:
     return {"structured_outputs": {"choice": list(MODERATION_LABELS)}}
 
 
-def parse_label(output: str) -> str:
+def parse_label(output: str) -> ModerationLabel:
     """Read a label from free-text model output.
 
     The output must open with a label (models often go on to invent more examples after it,
@@ -58,19 +60,14 @@ def parse_label(output: str) -> str:
     opening = re.sub(r"^[^\w]+", "", text)
     match = _LABEL_PATTERN.match(opening)
     if match is not None:
-        return match.group(0)
+        return _BY_TEXT[match.group(0)]
     number = re.match(r"^(\d)\b", opening)
     if number is not None and number.group(1) in _NUMBERED:
         return _NUMBERED[number.group(1)]
-    mentioned = _LABEL_PATTERN.findall(text)
+    mentioned = [_BY_TEXT[label] for label in _LABEL_PATTERN.findall(text)]
     if mentioned:
         return most_cautious(mentioned)
     return FALLBACK_LABEL
-
-
-def most_cautious(labels: Sequence[str]) -> str:
-    """Return the most cautious of several labels (the batch's overall label)."""
-    return max(labels, key=MODERATION_LABELS.index)
 
 
 class Moderator:
@@ -116,7 +113,7 @@ class Moderator:
         """Place one text into the few-shot prompt (newlines kept on one line)."""
         return self._before + " ".join(text.split()) + self._after
 
-    async def classify_one(self, text: str) -> str:
+    async def classify_one(self, text: str) -> ModerationLabel:
         """Classify one text.
 
         Parameters
@@ -132,8 +129,7 @@ class Moderator:
         params: dict[str, Any] = {"max_tokens": self._max_tokens, "temperature": 0.0}
         if self._choice:
             completion = await self._backend.complete(self.render(text), params | choice_params())
-            label = completion.text.strip()
-            return label if label in MODERATION_LABELS else FALLBACK_LABEL
+            return _BY_TEXT.get(completion.text.strip(), FALLBACK_LABEL)
         completion = await self._backend.complete(self.render(text), params | {"stop": ["\n"]})
         return parse_label(completion.text)
 

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from chatbot_contracts.front_door import OpenAIErrorEnvelope
 from chatbot_contracts.metrics import Metric
 from front_door.chat import ChatService, Delta, Failure, Finish, Turn
 from front_door.errors import (
@@ -29,7 +30,6 @@ from front_door.protocol import (
     SESSION_ID_PATTERN,
     ChatCompletion,
     ChatCompletionRequest,
-    ErrorEnvelope,
     Health,
     ModelCard,
     ModelList,
@@ -67,7 +67,7 @@ _SSE_EVENT_SCHEMA: dict[str, Any] = {
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    return {status: {"model": ErrorEnvelope} for status in statuses}
+    return {status: {"model": OpenAIErrorEnvelope} for status in statuses}
 
 
 async def caller(request: Request) -> str:

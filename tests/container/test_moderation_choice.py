@@ -8,10 +8,10 @@ from typing import Any
 import httpx
 import pytest
 
+from chatbot_contracts.moderation import MODERATION_LABELS
 from inference_server.backend_client import BackendClient
 from inference_server.errors import BackendError
 from inference_server.moderation import FALLBACK_LABEL, Moderator
-from inference_server.protocol import MODERATION_LABELS
 from inference_server.settings import ServingSettings
 from tests.container.helpers import ScriptedBackend
 
@@ -76,7 +76,6 @@ def test_free_text_mode_parses_and_never_reads_a_negation_as_casual(
     [
         ("vllm", "auto", True),
         ("external", "auto", False),
-        ("local", "auto", False),
         ("external", "choice", True),
         ("vllm", "free_text", False),
     ],
