@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from chatbot_contracts.moderation import MODERATION_LABELS
+from chatbot_contracts.moderation import MODERATION_LABELS, ModerationLabel
 from inference_server.backend_client import BackendClient
 from inference_server.errors import BackendError
 from inference_server.moderation import FALLBACK_LABEL, Moderator
@@ -23,7 +23,7 @@ def _last_body(backend: ScriptedBackend) -> dict[str, Any]:
     return body
 
 
-async def _classify(url: str, texts: list[str], *, choice: bool) -> list[str]:
+async def _classify(url: str, texts: list[str], *, choice: bool) -> list[ModerationLabel]:
     client = BackendClient(url, "scripted")
     try:
         return (await Moderator(client, PROMPT, choice=choice).classify(texts)).labels
