@@ -68,6 +68,14 @@ class SessionNotFoundError(FrontDoorError):
     code = "session_not_found"
 
 
+class ModelNotFoundError(FrontDoorError):
+    """``GET /v1/models/{id}`` names a model this front door does not serve (404)."""
+
+    status_code = 404
+    error_type = "invalid_request_error"
+    code = "model_not_found"
+
+
 class SessionConflictError(FrontDoorError):
     """A turn could not be appended: the session changed or vanished under the write (409)."""
 
@@ -130,6 +138,16 @@ class ModelWakingUpError(UpstreamUnavailableError):
     def headers(self) -> dict[str, str]:
         """Tell the client when the model should be up."""
         return {"Retry-After": str(self.retry_after_s)}
+
+
+class DeleteIncompleteError(UpstreamUnavailableError):
+    """A session's header was deleted but some messages were not (503; they expire by TTL)."""
+
+    code = "delete_incomplete"
+
+    def __init__(self, message: str, *, left: int) -> None:
+        super().__init__(message, param="session_id")
+        self.left = left
 
 
 class UpstreamTimeoutError(FrontDoorError):

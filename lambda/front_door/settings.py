@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     endpoint_read_timeout_s: PositiveFloat = 120.0
     max_pool_connections: PositiveInt = 64
     conflict_retry_attempts: PositiveInt = 40
+    # Session store client (botocore standard retry mode): retries after the first attempt of
+    # a throttled, failed (5xx) or timed-out call; a call slower than the timeout is retried.
+    dynamodb_retries: int = Field(default=4, ge=0, le=10)
+    dynamodb_read_timeout_s: PositiveFloat = 10.0
 
     @property
     def components(self) -> dict[str, str]:

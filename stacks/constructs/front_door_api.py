@@ -284,8 +284,12 @@ class FrontDoorApi(Construct):
         sessions = v1.add_resource("sessions")
         session = sessions.add_resource("{id}")
         session_id = {"method.request.path.id": True}
+        models = v1.add_resource("models")
+        model_id = {"method.request.path.id": True}
         self.methods = [
             route(completions, "POST", streaming),
+            route(models, "GET", buffered),
+            route(models.add_resource("{id}"), "GET", buffered, model_id),
             route(sessions, "GET", buffered),
             route(session, "GET", buffered, session_id),
             route(session, "DELETE", buffered, session_id),

@@ -511,11 +511,20 @@ class TestFrontDoorApi:
             r["Properties"]["PathPart"]
             for r in templates["dev"].find_resources("AWS::ApiGateway::Resource").values()
         )
-        assert paths == ["chat", "completions", "healthz", "sessions", "v1", "{id}"]
+        assert paths == [
+            "chat",
+            "completions",
+            "healthz",
+            "models",
+            "sessions",
+            "v1",
+            "{id}",
+            "{id}",
+        ]
         for env, auth in (("dev", "AWS_IAM"), ("prod", "COGNITO_USER_POOLS")):
             methods = templates[env].find_resources("AWS::ApiGateway::Method").values()
             verbs = sorted(m["Properties"]["HttpMethod"] for m in methods)
-            assert verbs == ["DELETE", "GET", "GET", "GET", "POST"]
+            assert verbs == ["DELETE", "GET", "GET", "GET", "GET", "GET", "POST"]
             assert {m["Properties"]["AuthorizationType"] for m in methods} == {auth}
         templates["prod"].has_resource_properties(
             "AWS::ApiGateway::Authorizer", {"Type": "COGNITO_USER_POOLS"}

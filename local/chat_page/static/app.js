@@ -219,10 +219,14 @@ async function sendMessage(text) {
     }
     if (!response.ok) throw new Error(await describeHttpError(response));
     await readServerSentEvents(response, (chunk) => {
-      if (chunk.session_id && chunk.session_id !== currentSessionId) setSession(chunk.session_id);
+      // Our additions live under one key, `chatbot`, so they shadow no OpenAI field.
+      const extension = chunk.chatbot || {};
+      if (extension.session_id && extension.session_id !== currentSessionId) {
+        setSession(extension.session_id);
+      }
       if (chunk.error) throw new Error(`The answer stopped with an error: ${chunk.error.message}`);
-      if (chunk.sources) renderSources(box, chunk.sources);
-      if (chunk.moderation) moderation = chunk.moderation;
+      if (extension.sources) renderSources(box, extension.sources);
+      if (extension.moderation) moderation = extension.moderation;
       for (const choice of chunk.choices || []) {
         if (choice.delta && typeof choice.delta.content === "string") {
           content.textContent += choice.delta.content;
