@@ -11,6 +11,7 @@ from constructs import Construct
 from stacks.config import FrontDoorConfig
 from stacks.constructs.front_door_api import FrontDoorApi
 from stacks.constructs.llm_endpoint import LlmEndpoint
+from stacks.constructs.private_network import PrivateNetwork
 from stacks.constructs.session_table import SessionTable
 
 __all__ = ["FrontDoorStack"]
@@ -33,6 +34,8 @@ class FrontDoorStack(Stack):
         Endpoints of the inference stack.
     sessions:
         Session table of the stateful stack.
+    network:
+        The environment's private network, where it has one: the function runs in it.
     termination_protection:
         Protect the stack from deletion.
     **stack_kwargs:
@@ -50,6 +53,7 @@ class FrontDoorStack(Stack):
         chat: LlmEndpoint,
         moderation: LlmEndpoint,
         sessions: SessionTable,
+        network: PrivateNetwork | None = None,
         termination_protection: bool,
         **stack_kwargs: Any,
     ) -> None:
@@ -65,6 +69,7 @@ class FrontDoorStack(Stack):
             chat=chat,
             moderation=moderation,
             sessions=sessions,
+            network=network,
         )
         CfnOutput(self, "ApiUrl", value=self.front_door.api.url)
         user_pool, client = self.front_door.user_pool, self.front_door.user_pool_client

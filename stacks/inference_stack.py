@@ -12,8 +12,9 @@ from constructs import Construct
 from stacks.config import EndpointSettings
 from stacks.constructs.build_context import BUILD_CONTEXT_EXCLUDES
 from stacks.constructs.llm_endpoint import LlmEndpoint
-from stacks.constructs.model_artifact import ModelArtifact
 from stacks.constructs.model_assets_bucket import ModelAssetsBucket
+from stacks.constructs.private_network import PrivateNetwork
+from stacks.constructs.serving_artifacts import ServingArtifacts
 
 __all__ = ["InferenceStack"]
 
@@ -30,15 +31,16 @@ class InferenceStack(Stack):
     base_image:
         Literal base image URI, passed to the Dockerfile as ``BASE_IMAGE``.
     artifacts_dir:
-        ``model_artifacts/``, holding ``chat/`` and ``moderation/``.
-    artifact_build_dir:
-        Where the deterministic archives are written before CDK stages them.
+        ``model_artifacts/``, holding ``chat/`` and ``moderation/``; each is staged under its
+        endpoint's weights prefix.
     endpoint_names:
         Endpoint name per role (``chat``, ``moderation``).
     chat, moderation:
         Validated settings of each endpoint.
     assets_bucket:
         The model-assets bucket of the stateful stack.
+    network:
+        The environment's private network, where it has one: endpoints run isolated in it.
     termination_protection:
         Protect the stack from deletion.
     **stack_kwargs:
@@ -53,11 +55,11 @@ class InferenceStack(Stack):
         container_dir: Path,
         base_image: str,
         artifacts_dir: Path,
-        artifact_build_dir: Path,
         endpoint_names: dict[str, str],
         chat: EndpointSettings,
         moderation: EndpointSettings,
         assets_bucket: ModelAssetsBucket,
+        network: PrivateNetwork | None = None,
         termination_protection: bool,
         **stack_kwargs: Any,
     ) -> None:
@@ -74,11 +76,13 @@ class InferenceStack(Stack):
         )
         self.endpoints: dict[str, LlmEndpoint] = {}
         for role, settings in (("chat", chat), ("moderation", moderation)):
-            artifact = ModelArtifact(
+            artifacts = ServingArtifacts(
                 self,
-                f"{role.capitalize()}Artifact",
+                f"{role.capitalize()}Artifacts",
                 source_dir=artifacts_dir / role,
-                build_dir=artifact_build_dir,
+                role=role,
+                assets_bucket=assets_bucket,
+                weights_prefix=settings.model.serving_prefix,
             )
             self.endpoints[role] = LlmEndpoint(
                 self,
@@ -86,8 +90,9 @@ class InferenceStack(Stack):
                 endpoint_name=endpoint_names[role],
                 settings=settings,
                 image=self.image,
-                artifact=artifact,
+                artifacts=artifacts,
                 assets_bucket=assets_bucket,
+                network=network,
             )
 
     @property

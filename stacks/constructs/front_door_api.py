@@ -16,7 +16,10 @@ from constructs import Construct
 
 from stacks.config import FrontDoorConfig
 from stacks.constructs.build_context import BUILD_CONTEXT_EXCLUDES
+from stacks.constructs.front_door_waf import FrontDoorWaf
 from stacks.constructs.llm_endpoint import LlmEndpoint
+from stacks.constructs.log_retention import retention_days
+from stacks.constructs.private_network import PrivateNetwork
 from stacks.constructs.session_table import OWNER_INDEX_NAME, SessionTable
 
 __all__ = [
@@ -33,25 +36,6 @@ STREAM_INTEGRATION_TIMEOUT = Duration.minutes(15)
 LAMBDA_LOGGING_FORMAT = lambda_.LoggingFormat.JSON
 STAGE_NAME = "api"
 
-_RETENTION = {
-    1: logs.RetentionDays.ONE_DAY,
-    3: logs.RetentionDays.THREE_DAYS,
-    5: logs.RetentionDays.FIVE_DAYS,
-    7: logs.RetentionDays.ONE_WEEK,
-    14: logs.RetentionDays.TWO_WEEKS,
-    30: logs.RetentionDays.ONE_MONTH,
-    60: logs.RetentionDays.TWO_MONTHS,
-    90: logs.RetentionDays.THREE_MONTHS,
-    120: logs.RetentionDays.FOUR_MONTHS,
-    150: logs.RetentionDays.FIVE_MONTHS,
-    180: logs.RetentionDays.SIX_MONTHS,
-    365: logs.RetentionDays.ONE_YEAR,
-    400: logs.RetentionDays.THIRTEEN_MONTHS,
-    545: logs.RetentionDays.EIGHTEEN_MONTHS,
-    731: logs.RetentionDays.TWO_YEARS,
-    1096: logs.RetentionDays.THREE_YEARS,
-    1827: logs.RetentionDays.FIVE_YEARS,
-}
 
 _IAM_AUTH_REASON = (
     "Every method requires IAM (SigV4) authorization; callers are IAM principals, not Cognito "
@@ -76,6 +60,8 @@ class FrontDoorApi(Construct):
         The endpoints the function may invoke.
     sessions:
         The session table the function may use.
+    network:
+        Where given, the function runs in its private subnets.
     """
 
     def __init__(
@@ -89,6 +75,7 @@ class FrontDoorApi(Construct):
         chat: LlmEndpoint,
         moderation: LlmEndpoint,
         sessions: SessionTable,
+        network: PrivateNetwork | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         # This stack is stateless: its logs go with it (sessions live in the stateful stack).
@@ -96,7 +83,7 @@ class FrontDoorApi(Construct):
         self.log_group = logs.LogGroup(
             self,
             "FunctionLogs",
-            retention=_RETENTION[settings.log_retention_days],
+            retention=retention_days(settings.log_retention_days),
             removal_policy=removal_policy,
         )
         self.role = iam.Role(
@@ -107,6 +94,8 @@ class FrontDoorApi(Construct):
         )
         # Explicit instead of AWSLambdaBasicExecutionRole: writes to its own log group only.
         self.log_group.grant_write(self.role)
+        if network is not None:
+            network.grant_eni_management(self.role, service="lambda")
         self.function = lambda_.DockerImageFunction(
             self,
             "Function",
@@ -124,6 +113,9 @@ class FrontDoorApi(Construct):
             log_group=self.log_group,
             logging_format=LAMBDA_LOGGING_FORMAT,
             environment=self._environment(settings, chat, moderation, sessions),
+            vpc=network.vpc if network is not None else None,
+            vpc_subnets=network.subnet_selection if network is not None else None,
+            security_groups=[network.function_security_group] if network is not None else None,
         )
         chat.grant_invoke(self.function)
         moderation.grant_invoke(self.function)
@@ -132,7 +124,7 @@ class FrontDoorApi(Construct):
         self.access_logs = logs.LogGroup(
             self,
             "AccessLogs",
-            retention=_RETENTION[settings.log_retention_days],
+            retention=retention_days(settings.log_retention_days),
             removal_policy=removal_policy,
         )
         self.api = apigw.RestApi(
@@ -167,6 +159,15 @@ class FrontDoorApi(Construct):
         self.user_pool_client: cognito.UserPoolClient | None = None
         method_options = self._method_options(settings)
         self._add_routes(method_options)
+        self.waf: FrontDoorWaf | None = None
+        if settings.waf is not None:
+            self.waf = FrontDoorWaf(
+                self,
+                "Waf",
+                env_name=env_name,
+                settings=settings.waf,
+                stage=self.api.deployment_stage,
+            )
         self._acknowledge_api(settings)
 
     @staticmethod
@@ -267,14 +268,15 @@ class FrontDoorApi(Construct):
         ]
 
     def _acknowledge_api(self, settings: FrontDoorConfig) -> None:
-        Validations.of(self.api.deployment_stage).acknowledge(
-            Acknowledgment(
-                id="AwsSolutions::AwsSolutions-APIG3",
-                reason="Every method requires IAM or Cognito authorization and the stage "
-                "throttles per environment; a WAF web ACL is attached by the account's "
-                "firewall policy where the organisation runs one.",
+        if settings.waf is None:
+            Validations.of(self.api.deployment_stage).acknowledge(
+                Acknowledgment(
+                    id="AwsSolutions::AwsSolutions-APIG3",
+                    reason="This environment has no web ACL (front_door.waf is absent in "
+                    "cdk.json): every method requires IAM or Cognito authorization and the "
+                    "stage throttles requests.",
+                )
             )
-        )
         cloud_watch_role = self.api.node.find_child("CloudWatchRole")
         Validations.of(cloud_watch_role).acknowledge(
             Acknowledgment(

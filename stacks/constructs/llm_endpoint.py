@@ -13,9 +13,10 @@ from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
 from stacks.config import EndpointSettings
-from stacks.constructs.model_artifact import ModelArtifact
 from stacks.constructs.model_assets_bucket import ModelAssetsBucket
 from stacks.constructs.nag_ids import nag_resource_id
+from stacks.constructs.private_network import PrivateNetwork
+from stacks.constructs.serving_artifacts import MODEL_DIR, ServingArtifacts
 
 __all__ = ["INVOKE_ACTIONS", "VARIANT_NAME", "LlmEndpoint"]
 
@@ -37,10 +38,13 @@ class LlmEndpoint(Construct):
         Validated instance, engine, timeout, scaling and alarm settings.
     image:
         The inference container image (shared by all endpoints).
-    artifact:
-        This model's ``model.tar.gz`` (``serving.properties``, templates, index).
+    artifacts:
+        This role's artifacts (``serving.properties``, templates, index), staged under the
+        served weights prefix.
     assets_bucket:
-        Bucket holding the weights under ``models/<settings.model.weights_name>/``.
+        Bucket holding the weights under ``settings.model.serving_prefix``.
+    network:
+        Where given, the hosts run network-isolated in its private subnets.
     """
 
     def __init__(
@@ -51,8 +55,9 @@ class LlmEndpoint(Construct):
         endpoint_name: str,
         settings: EndpointSettings,
         image: ecr_assets.DockerImageAsset,
-        artifact: ModelArtifact,
+        artifacts: ServingArtifacts,
         assets_bucket: ModelAssetsBucket,
+        network: PrivateNetwork | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         self.endpoint_name = endpoint_name
@@ -65,34 +70,56 @@ class LlmEndpoint(Construct):
             assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
             description=f"Execution role of SageMaker endpoint {endpoint_name}",
         )
+        self.artifacts = artifacts
         image.repository.grant_pull(self.role)
-        artifact.grant_read(self.role)
-        assets_bucket.grant_read_model(self.role, model.weights_name)
+        # The weights and, beneath them, the staged artifacts: one S3Prefix download.
+        assets_bucket.grant_read_prefix(self.role, model.serving_prefix)
         Validations.of(self.role).acknowledge(
             Acknowledgment(
                 id=nag_resource_id(
-                    "AwsSolutions-IAM5", assets_bucket.model_objects_arn(model.weights_name)
+                    "AwsSolutions-IAM5", assets_bucket.prefix_objects_arn(model.serving_prefix)
                 ),
-                reason="Read-only access confined to this model's weights prefix "
-                f"models/{model.weights_name}/; file names in a snapshot are unknown at synth.",
+                reason="Read-only access confined to the served weights prefix "
+                f"{model.serving_prefix} (weights and staged artifacts); file names in a "
+                "snapshot are unknown at synth.",
             )
         )
+        if network is not None:
+            network.grant_eni_management(self.role, service="sagemaker")
         self._grant_own_logs_and_metrics()
 
+        # SageMaker downloads the uncompressed prefix into /opt/ml/model itself: the container
+        # needs no S3 access, which network isolation would forbid anyway.
         self.cfn_model = sagemaker.CfnModel(
             self,
             "Model",
             execution_role_arn=self.role.role_arn,
             primary_container=sagemaker.CfnModel.ContainerDefinitionProperty(
                 image=image.image_uri,
-                model_data_url=artifact.s3_url,
-                environment=self.container_environment(assets_bucket),
+                model_data_source=sagemaker.CfnModel.ModelDataSourceProperty(
+                    s3_data_source=sagemaker.CfnModel.S3DataSourceProperty(
+                        s3_uri=assets_bucket.prefix_uri(model.serving_prefix),
+                        s3_data_type="S3Prefix",
+                        compression_type="None",
+                    )
+                ),
+                environment=self.container_environment(),
+            ),
+            enable_network_isolation=network is not None,
+            vpc_config=(
+                sagemaker.CfnModel.VpcConfigProperty(
+                    security_group_ids=[network.endpoint_hosts_security_group.security_group_id],
+                    subnets=[subnet.subnet_id for subnet in network.subnets],
+                )
+                if network is not None
+                else None
             ),
         )
-        # SageMaker checks image and artifact access on CreateModel: policies first.
+        # SageMaker checks image and data access on CreateModel: policies and artifacts first.
         default_policy = self.role.node.try_find_child("DefaultPolicy")
         if default_policy is not None:
             self.cfn_model.node.add_dependency(default_policy)
+        self.cfn_model.node.add_dependency(artifacts.deployment)
 
         instance = settings.instance
         self.cfn_endpoint_config = sagemaker.CfnEndpointConfig(
@@ -138,11 +165,16 @@ class LlmEndpoint(Construct):
             self.scalable_target = self._add_autoscaling()
         self.alarms = self._add_alarms()
 
-    def container_environment(self, assets_bucket: ModelAssetsBucket) -> dict[str, str]:
-        """The ``OPTION_*`` variables of docs/interfaces.md, visible in ``cdk diff``."""
+    def container_environment(self) -> dict[str, str]:
+        """The ``OPTION_*`` variables of docs/interfaces.md, visible in ``cdk diff``.
+
+        The weights are /opt/ml/model itself; ``serving.properties`` is in the staged
+        artifacts folder beneath it (whose relative paths resolve against that folder).
+        """
         model = self.settings.model
-        return {
-            "OPTION_MODEL_ID": assets_bucket.model_uri(model.weights_name),
+        environment = {
+            "SERVING_PROPERTIES_PATH": self.artifacts.properties_path,
+            "OPTION_MODEL_ID": MODEL_DIR,
             "OPTION_TENSOR_PARALLEL_DEGREE": str(self.settings.tensor_parallel_degree),
             "OPTION_MAX_MODEL_LEN": str(model.max_model_len),
             "OPTION_DTYPE": model.dtype,
@@ -150,6 +182,10 @@ class LlmEndpoint(Construct):
             "OPTION_ENABLE_PREFIX_CACHING": json.dumps(model.enable_prefix_caching),
             "OPTION_MAX_NEW_TOKENS_CAP": str(model.max_new_tokens_cap),
         }
+        if model.model_package_arn is not None:
+            # Lineage, and a changed package always means a new Model (a reviewed roll-out).
+            environment["CHATBOT_MODEL_PACKAGE_ARN"] = model.model_package_arn
+        return environment
 
     def _grant_own_logs_and_metrics(self) -> None:
         log_group_arn = (

@@ -84,17 +84,23 @@ def test_second_synth_is_byte_identical(tmp_path_factory: pytest.TempPathFactory
     # to container/, lambda/ or customize/ in between would change asset hashes, not a
     # determinism bug.
     first, second = (
-        synthesize_all(base / "cdk.out", base / "build")
+        synthesize_all(base / "cdk.out")
         for base in (tmp_path_factory.mktemp("synth-b"), tmp_path_factory.mktemp("synth-c"))
     )
     for env in ENVIRONMENTS:
         for stack, path in first.template_files[env].items():
             assert path.read_bytes() == second.template_files[env][stack].read_bytes(), stack
-    archives = [sorted(p.name for p in s.outdir.glob("asset.*.tar.gz")) for s in (first, second)]
-    assert archives[0] == archives[1]
-    assert len(archives[0]) == 2
-    for name in archives[0]:
-        assert (first.outdir / name).read_bytes() == (second.outdir / name).read_bytes()
+    # The staged artifacts of each environment's two roles: content-addressed, same names.
+    staged = [
+        sorted(
+            p.name
+            for p in s.outdir.glob("assembly-chatbot-*/asset.*")
+            if (p / "serving.properties").is_file()
+        )
+        for s in (first, second)
+    ]
+    assert staged[0] == staged[1]
+    assert len(set(staged[0])) == 2
 
 
 def test_endpoints_are_named_per_environment(synthesized: Synthesized) -> None:
@@ -195,12 +201,7 @@ def test_cdk_nag_is_active_and_fails_synth_on_a_finding(tmp_path: Any) -> None:
     app = build_app(
         env_names=["dev"],
         outdir=str(tmp_path / "cdk.out"),
-        sources=SourcePaths(
-            container_dir=sources.container_dir,
-            lambda_dir=sources.lambda_dir,
-            artifacts_dir=sources.artifacts_dir,
-            artifact_build_dir=tmp_path / "build",
-        ),
+        sources=sources,
     )
     stage = app.node.find_child("chatbot-dev")
     assert isinstance(stage, ChatbotStage)
