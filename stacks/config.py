@@ -289,6 +289,11 @@ class NetworkConfig(_Frozen):
                 "private_subnet_ids: only with vpc_id (an imported VPC), as are "
                 "private_route_table_ids"
             )
+        if self.vpc_id is not None and len(self.private_subnet_ids) != len(self.availability_zones):
+            raise ValueError(
+                "private_subnet_ids: an imported VPC needs one private subnet id per "
+                "availability zone, in the same order"
+            )
         if (
             self.vpc_id is not None
             and self.create_vpc_endpoints
@@ -297,11 +302,6 @@ class NetworkConfig(_Frozen):
             raise ValueError(
                 "private_route_table_ids: the S3 and DynamoDB gateway endpoints of an imported "
                 "VPC need each private subnet's route table, in the same order"
-            )
-        if self.vpc_id is not None and len(self.private_subnet_ids) != len(self.availability_zones):
-            raise ValueError(
-                "private_subnet_ids: an imported VPC needs one private subnet id per "
-                "availability zone, in the same order"
             )
         try:
             network = ipaddress.ip_network(self.cidr)

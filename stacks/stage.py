@@ -139,5 +139,7 @@ class ChatbotStage(Stage):
                 termination_protection=config.protect_data,
                 description=f"chatbot {config.name}: customization pipeline",
             )
-            # The jobs read base weights and datasets from the bucket by name, as the endpoints do.
+            # The jobs read base weights and datasets from the bucket by name, as the endpoints do;
+            # registered packages name the inference image, which the Inference stack publishes.
             self.customization.add_stack_dependency(self.stateful)
+            self.customization.add_stack_dependency(self.inference)

@@ -14,7 +14,12 @@ from tests.infra.conftest import ENVIRONMENTS, REPO_ROOT, Synthesized, mask_hash
 
 STACKS = ("Stateful", "Inference", "FrontDoor")
 # Only dev enables customization (cdk.json; docs/customize.md says why not staging/prod).
-STACKS_BY_ENV = {"dev": (*STACKS, "Customization"), "staging": STACKS, "prod": STACKS}
+# Staging and prod run in a private network (cdk.json `network`), dev on public networking.
+STACKS_BY_ENV = {
+    "dev": (*STACKS, "Customization"),
+    "staging": (*STACKS, "Network"),
+    "prod": (*STACKS, "Network"),
+}
 
 
 def _resources(template: dict[str, Any], type_name: str) -> dict[str, Any]:
@@ -90,17 +95,18 @@ def test_second_synth_is_byte_identical(tmp_path_factory: pytest.TempPathFactory
     for env in ENVIRONMENTS:
         for stack, path in first.template_files[env].items():
             assert path.read_bytes() == second.template_files[env][stack].read_bytes(), stack
-    # The staged artifacts of each environment's two roles: content-addressed, same names.
+    # The staged artifacts of the two roles (shared by every environment): content-addressed.
     staged = [
-        sorted(
-            p.name
-            for p in s.outdir.glob("assembly-chatbot-*/asset.*")
-            if (p / "serving.properties").is_file()
-        )
+        sorted(p.name for p in s.outdir.glob("asset.*") if (p / "serving.properties").is_file())
         for s in (first, second)
     ]
     assert staged[0] == staged[1]
-    assert len(set(staged[0])) == 2
+    assert len(staged[0]) == 2
+    for name in staged[0]:
+        files = sorted(p.relative_to(first.outdir / name) for p in (first.outdir / name).rglob("*"))
+        for relative in files:
+            one, two = first.outdir / name / relative, second.outdir / name / relative
+            assert one.is_dir() or one.read_bytes() == two.read_bytes(), relative
 
 
 def test_endpoints_are_named_per_environment(synthesized: Synthesized) -> None:
@@ -161,8 +167,8 @@ def test_chat_engine_settings_per_environment(synthesized: Synthesized) -> None:
     dev, prod = chat_model("dev"), chat_model("prod")
     assert dev["PrimaryContainer"]["Environment"]["OPTION_TENSOR_PARALLEL_DEGREE"] == "1"
     assert prod["PrimaryContainer"]["Environment"]["OPTION_TENSOR_PARALLEL_DEGREE"] == "4"
-    assert "redpajama-incite-chat-3b-v1" in json.dumps(dev["PrimaryContainer"]["Environment"])
-    assert "gpt-neoxt-chat-base-20b" in json.dumps(prod["PrimaryContainer"]["Environment"])
+    assert "redpajama-incite-chat-3b-v1" in json.dumps(dev["PrimaryContainer"]["ModelDataSource"])
+    assert "gpt-neoxt-chat-base-20b" in json.dumps(prod["PrimaryContainer"]["ModelDataSource"])
     configs = _resources(
         synthesized.templates["prod"]["Inference"], "AWS::SageMaker::EndpointConfig"
     )

@@ -8,6 +8,7 @@ against it; no Stubber is needed.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import json
 import os
 import subprocess
@@ -80,9 +81,9 @@ def _cdk_json() -> str:
 
 
 def _changed_lines(before: str, after: str) -> tuple[list[str], list[str]]:
-    old, new = before.splitlines(), after.splitlines()
-    removed = [line for line in old if line not in new]
-    added = [line for line in new if line not in old]
+    diff = list(difflib.unified_diff(before.splitlines(), after.splitlines(), lineterm="", n=0))
+    removed = [line[1:] for line in diff[2:] if line.startswith("-")]
+    added = [line[1:] for line in diff[2:] if line.startswith("+")]
     return removed, added
 
 
