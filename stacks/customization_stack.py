@@ -9,13 +9,11 @@ from aws_cdk import IgnoreMode, Stack
 from aws_cdk import aws_ecr_assets as ecr_assets
 from constructs import Construct
 
+from stacks.constructs.build_context import repository_context_excludes
 from stacks.constructs.customization_pipeline import CustomizationPipeline
 from stacks.constructs.model_assets_bucket import ModelAssetsBucket
 
 __all__ = ["CustomizationStack"]
-
-# The build context is the repository root; only the package and its pins go in.
-_JOBS_IMAGE_INCLUDES = ["*", "!customize", "!requirements/customize.txt", "**/__pycache__"]
 
 
 class CustomizationStack(Stack):
@@ -70,7 +68,7 @@ class CustomizationStack(Stack):
             file="customize/Dockerfile",
             platform=ecr_assets.Platform.LINUX_AMD64,
             build_args={"BASE_IMAGE": base_image},
-            exclude=_JOBS_IMAGE_INCLUDES,
+            exclude=repository_context_excludes("customize", "requirements/customize.txt"),
             ignore_mode=IgnoreMode.DOCKER,
         )
         self.pipeline = CustomizationPipeline(

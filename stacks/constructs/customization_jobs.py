@@ -9,7 +9,7 @@ from aws_cdk import Aws, Duration
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
-from customize.train import METRIC_DEFINITIONS
+from chatbot_contracts.training import METRIC_DEFINITIONS
 from stacks.constructs.customization_asl import (
     RunLocations,
     cluster,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from aws_cdk import Acknowledgment, Aws, Duration, Validations
+from aws_cdk import Acknowledgment, Aws, CfnTag, Duration, Validations
 from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ecr_assets as ecr_assets
@@ -12,6 +12,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
+from chatbot_contracts.options import PROPERTIES_PATH_ENV, ServingOption
 from stacks.config import EndpointSettings
 from stacks.constructs.model_assets_bucket import ModelAssetsBucket
 from stacks.constructs.nag_ids import nag_resource_id
@@ -106,6 +107,12 @@ class LlmEndpoint(Construct):
                 environment=self.container_environment(),
             ),
             enable_network_isolation=network is not None,
+            # Lineage of a promoted model (make promote): the package its weights came from.
+            tags=(
+                [CfnTag(key="chatbot:model-package", value=model.model_package_arn)]
+                if model.model_package_arn is not None
+                else None
+            ),
             vpc_config=(
                 sagemaker.CfnModel.VpcConfigProperty(
                     security_group_ids=[network.endpoint_hosts_security_group.security_group_id],
@@ -172,20 +179,20 @@ class LlmEndpoint(Construct):
         artifacts folder beneath it (whose relative paths resolve against that folder).
         """
         model = self.settings.model
-        environment = {
-            "SERVING_PROPERTIES_PATH": self.artifacts.properties_path,
-            "OPTION_MODEL_ID": MODEL_DIR,
-            "OPTION_TENSOR_PARALLEL_DEGREE": str(self.settings.tensor_parallel_degree),
-            "OPTION_MAX_MODEL_LEN": str(model.max_model_len),
-            "OPTION_DTYPE": model.dtype,
-            "OPTION_GPU_MEMORY_UTILIZATION": str(model.gpu_memory_utilization),
-            "OPTION_ENABLE_PREFIX_CACHING": json.dumps(model.enable_prefix_caching),
-            "OPTION_MAX_NEW_TOKENS_CAP": str(model.max_new_tokens_cap),
+        options = {
+            # The weights are /opt/ml/model itself (SageMaker's S3Prefix download).
+            ServingOption.MODEL_ID: MODEL_DIR,
+            ServingOption.TENSOR_PARALLEL_DEGREE: str(self.settings.tensor_parallel_degree),
+            ServingOption.MAX_MODEL_LEN: str(model.max_model_len),
+            ServingOption.DTYPE: model.dtype,
+            ServingOption.GPU_MEMORY_UTILIZATION: str(model.gpu_memory_utilization),
+            ServingOption.ENABLE_PREFIX_CACHING: json.dumps(model.enable_prefix_caching),
+            ServingOption.MAX_NEW_TOKENS_CAP: str(model.max_new_tokens_cap),
         }
-        if model.model_package_arn is not None:
-            # Lineage, and a changed package always means a new Model (a reviewed roll-out).
-            environment["CHATBOT_MODEL_PACKAGE_ARN"] = model.model_package_arn
-        return environment
+        return {
+            PROPERTIES_PATH_ENV: self.artifacts.properties_path,
+            **{option.env: value for option, value in options.items()},
+        }
 
     def _grant_own_logs_and_metrics(self) -> None:
         log_group_arn = (

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 import inference_server.artifacts
+from chatbot_contracts.options import PROPERTIES_PATH_ENV
 from inference_server.launcher import prepare_settings
-from inference_server.settings import load_settings
+from inference_server.settings import LauncherSettings, load_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,3 +53,7 @@ def test_missing_weights_directory_fails_fast(tmp_path: Path, monkeypatch) -> No
     settings = load_settings(REPO_ROOT / "model_artifacts" / "chat" / "serving.properties")
     with pytest.raises(FileNotFoundError, match=r"option\.model_id"):
         prepare_settings(settings)
+
+
+def test_the_app_and_the_launcher_agree_on_the_properties_variable() -> None:
+    assert LauncherSettings.model_fields["properties"].validation_alias == PROPERTIES_PATH_ENV
