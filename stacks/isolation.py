@@ -4,16 +4,42 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from inference_server.settings import read_properties
 from stacks.config import ConfigError
 
-__all__ = ["NETWORK_SCHEMES", "refuse_network_dependencies"]
+__all__ = ["NETWORK_SCHEMES", "artifact_options", "refuse_network_dependencies"]
 
 NETWORK_SCHEMES = ("s3://", "http://", "https://")
 # Retrievers that call a service at request time.
 _NETWORK_RETRIEVERS = frozenset({"http"})
 # Set by the CDK app on the Model (the weights are /opt/ml/model), whatever the file says.
 _SET_BY_THE_APP = frozenset({"model_id"})
+
+
+def artifact_options(path: Path) -> dict[str, str]:
+    """The ``option.<key>=<value>`` lines of a serving.properties file, keys lower-cased.
+
+    The CDK app may not import the container package (import-linter), so it reads the LMI
+    format itself; a test checks that it reads the shipped files as the container does.
+
+    Parameters
+    ----------
+    path:
+        The file.
+
+    Returns
+    -------
+    dict[str, str]
+        Option keys without the ``option.`` prefix, mapped to their values.
+    """
+    options: dict[str, str] = {}
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        key, sep, value = line.partition("=")
+        if line.startswith(("#", "!")) or not sep:
+            continue
+        if key.strip().lower().startswith("option."):
+            options[key.strip()[len("option.") :].lower()] = value.strip()
+    return options
 
 
 def refuse_network_dependencies(env_name: str, artifacts_dir: Path, roles: tuple[str, ...]) -> None:
@@ -40,7 +66,7 @@ def refuse_network_dependencies(env_name: str, artifacts_dir: Path, roles: tuple
     for role in roles:
         path = artifacts_dir / role / "serving.properties"
         where = f"environment {env_name!r}: network: {artifacts_dir.name}/{role}/serving.properties"
-        options = read_properties(path)
+        options = artifact_options(path)
         retriever = options.get("retriever", "faiss")
         if retriever in _NETWORK_RETRIEVERS:
             raise ConfigError(

@@ -229,6 +229,15 @@ def _artifacts(tmp_path: Path, **options: str) -> Path:
     return tmp_path / "model_artifacts"
 
 
+def test_the_app_reads_serving_properties_as_the_container_does() -> None:
+    from inference_server.settings import read_properties
+    from stacks.isolation import artifact_options
+
+    for role in ("chat", "moderation"):
+        path = REPO_ROOT / "model_artifacts" / role / "serving.properties"
+        assert artifact_options(path) == read_properties(path), role
+
+
 def test_shipped_artifacts_need_no_network() -> None:
     refuse_network_dependencies("prod", REPO_ROOT / "model_artifacts", ("chat", "moderation"))
 
