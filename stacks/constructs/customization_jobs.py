@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,7 +11,11 @@ from aws_cdk import Aws, Duration
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
-from chatbot_contracts.training import METRIC_DEFINITIONS
+from chatbot_contracts.training import (
+    HP_CHECKPOINT_STEPS,
+    METRIC_DEFINITIONS,
+    SPOT_CHECKPOINT_STEPS,
+)
 from stacks.constructs.customization_asl import (
     RunLocations,
     cluster,
@@ -137,6 +143,7 @@ def train_state(
     *,
     instance_type: str,
     use_spot: bool,
+    default_hyperparameters: Mapping[str, str],
     max_training_time: Duration,
 ) -> sfn.CustomState:
     """A training job (``customize.train``) that writes the merged model uncompressed.
@@ -151,6 +158,9 @@ def train_state(
         GPU instance of the job.
     use_spot:
         Managed spot training, with checkpoints under the run's prefix.
+    default_hyperparameters:
+        The environment's training settings; the execution input's ``hyperparameters``
+        override them.
     max_training_time:
         Job time limit (a spot job may wait twice that).
 
@@ -171,12 +181,15 @@ def train_state(
                 "LocalPath": "/opt/ml/checkpoints",
             },
         }
-    # Spot jobs checkpoint every 50 steps unless the execution input says otherwise
-    # (braces in intrinsic string literals are escaped, as the ASL requires).
+    # Spot jobs checkpoint every 50 steps, and every run gets the environment's training
+    # settings, unless the execution input says otherwise (braces in intrinsic string
+    # literals are escaped, as the ASL requires).
+    defaults = {HP_CHECKPOINT_STEPS: str(SPOT_CHECKPOINT_STEPS)} if use_spot else {}
+    defaults.update(default_hyperparameters)
+    escaped = json.dumps(defaults).replace("{", "\\{").replace("}", "\\}")
     hyperparameters = (
-        'States.JsonMerge(States.StringToJson(\'\\{"checkpoint_steps": "50"\\}\'), '
-        "$.hyperparameters, false)"
-        if use_spot
+        f"States.JsonMerge(States.StringToJson('{escaped}'), $.hyperparameters, false)"
+        if defaults
         else "$.hyperparameters"
     )
     return _sync_task(
@@ -217,7 +230,14 @@ def train_state(
     )
 
 
-def evaluate_state(scope: Construct, jobs: JobSettings, *, instance_type: str) -> sfn.CustomState:
+def evaluate_state(
+    scope: Construct,
+    jobs: JobSettings,
+    *,
+    instance_type: str,
+    tensor_parallel_degree: int,
+    max_model_len: int,
+) -> sfn.CustomState:
     """A processing job that compares the customized model with the base (``customize evaluate``).
 
     ``--require-improvement``: a model that does not beat the base fails the job, and the run
@@ -231,6 +251,8 @@ def evaluate_state(scope: Construct, jobs: JobSettings, *, instance_type: str) -
         Shared job settings.
     instance_type:
         GPU instance of the job.
+    tensor_parallel_degree, max_model_len:
+        The chat endpoint's vLLM settings, with which the job generates.
 
     Returns
     -------
@@ -261,6 +283,13 @@ def evaluate_state(scope: Construct, jobs: JobSettings, *, instance_type: str) -
                     f"{_PROCESSING}/output",
                     "--device",
                     "cuda",
+                    # Generation as the chat endpoint serves: vLLM, its degree.
+                    "--engine",
+                    "vllm",
+                    "--tensor-parallel-degree",
+                    str(tensor_parallel_degree),
+                    "--max-model-len",
+                    str(max_model_len),
                     "--require-improvement",
                 ),
             },

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_logs as logs
@@ -52,6 +54,11 @@ class CustomizationPipeline(Construct):
         GPU instance for training and evaluation; CPU instance for data validation.
     use_spot:
         Managed spot training, with checkpoints under the run's prefix.
+    training_hyperparameters:
+        Default hyperparameters of every run (the environment's training settings); the
+        execution input's ``hyperparameters`` override them.
+    evaluation_tensor_parallel_degree, evaluation_max_model_len:
+        The chat endpoint's vLLM settings, with which the evaluation job generates.
     max_training_time:
         Training job limit (and spot wait limit: twice that).
     """
@@ -70,6 +77,9 @@ class CustomizationPipeline(Construct):
         evaluation_instance_type: str = "ml.g5.xlarge",
         processing_instance_type: str = "ml.m5.xlarge",
         use_spot: bool = False,
+        training_hyperparameters: Mapping[str, str] | None = None,
+        evaluation_tensor_parallel_degree: int = 1,
+        evaluation_max_model_len: int = 2048,
         max_training_time: Duration | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
@@ -107,9 +117,16 @@ class CustomizationPipeline(Construct):
             jobs,
             instance_type=training_instance_type,
             use_spot=use_spot,
+            default_hyperparameters=training_hyperparameters or {},
             max_training_time=max_training_time or Duration.hours(8),
         )
-        evaluate = evaluate_state(self, jobs, instance_type=evaluation_instance_type)
+        evaluate = evaluate_state(
+            self,
+            jobs,
+            instance_type=evaluation_instance_type,
+            tensor_parallel_degree=evaluation_tensor_parallel_degree,
+            max_model_len=evaluation_max_model_len,
+        )
         register = self._register(run, group_name, serving_image)
         # The execution's output is what `make promote` needs, and where the weights are.
         registered = sfn.Pass(
