@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import ipaddress
 import json
 import math
 import re
@@ -35,9 +36,11 @@ __all__ = [
     "HostingConfig",
     "ModelSettings",
     "ModelShape",
+    "NetworkConfig",
     "OffHoursSchedule",
     "ScaleToZeroSettings",
     "ScalingSettings",
+    "WafConfig",
     "load_environment",
 ]
 
@@ -56,6 +59,20 @@ HOST_MEMORY_SHARE_FOR_COPIES = 0.9
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827)
 
 TimeoutSeconds = Annotated[int, Field(ge=60, le=3600)]
+
+# The front door refuses requests whose messages exceed this many characters
+# (lambda/front_door/settings.py, max_request_chars; a test keeps the two equal). The WAF's
+# body-size rule must let every such request through, JSON envelope included.
+FRONT_DOOR_MAX_REQUEST_CHARS = 32_000
+FRONT_DOOR_REQUEST_ENVELOPE_BYTES = 4096
+
+# Promotion: the chat endpoint may serve a customization run's merged weights instead of a
+# staged model; both live in the environment's assets bucket.
+_WEIGHTS_PREFIX = r"^(models|customization/runs)(/[A-Za-z0-9][A-Za-z0-9._=-]*)+/$"
+_MODEL_PACKAGE_ARN = (
+    r"^arn:aws[a-z-]*:sagemaker:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):"
+    r"model-package/(?P<group>[A-Za-z0-9-]{1,63})/\d+$"
+)
 
 
 @cache
@@ -116,6 +133,25 @@ class ModelSettings(_Frozen):
     gpu_memory_utilization: Annotated[float, Field(gt=0.1, le=0.98)]
     enable_prefix_caching: bool
     max_new_tokens_cap: Annotated[int, Field(ge=1)]
+    # Set by `make promote` (docs/customize.md): the key prefix in the assets bucket whose
+    # weights the endpoint serves instead of models/<weights_name>/, and, for lineage, the
+    # approved model package those weights were registered as.
+    weights_prefix: Annotated[str, Field(pattern=_WEIGHTS_PREFIX)] | None = None
+    model_package_arn: Annotated[str, Field(pattern=_MODEL_PACKAGE_ARN)] | None = None
+
+    @model_validator(mode="after")
+    def _package_names_its_weights(self) -> ModelSettings:
+        if self.model_package_arn is not None and self.weights_prefix is None:
+            raise ValueError(
+                "weights_prefix: required with model_package_arn (the package's weights); "
+                "run make promote rather than editing one of them by hand"
+            )
+        return self
+
+    @property
+    def serving_prefix(self) -> str:
+        """Key prefix of the weights the endpoint serves: ``weights_prefix`` or the staged model."""
+        return self.weights_prefix or f"models/{self.weights_name}/"
 
     @property
     def weights_gb(self) -> float:
@@ -308,6 +344,27 @@ class HostingConfig(_Frozen):
         return self.mode == "inference_components"
 
 
+class WafConfig(_Frozen):
+    """The WAF web ACL on the API stage: AWS common rules, a body-size rule, a per-IP rate rule."""
+
+    # Requests per client IP in any 5-minute window before WAF blocks that IP.
+    rate_limit_per_5min: Annotated[int, Field(ge=100, le=2_000_000_000)]
+    # Bodies larger than this are blocked; it is also how much of a body WAF inspects
+    # (API Gateway lets WAF inspect 16, 32, 48 or 64 KB).
+    max_body_kb: Literal[16, 32, 48, 64] = 64
+
+    @model_validator(mode="after")
+    def _admits_the_front_doors_largest_request(self) -> WafConfig:
+        need = FRONT_DOOR_MAX_REQUEST_CHARS + FRONT_DOOR_REQUEST_ENVELOPE_BYTES
+        if self.max_body_kb * 1024 < need:
+            raise ValueError(
+                f"max_body_kb: {self.max_body_kb} KB would block requests the front door "
+                f"accepts ({FRONT_DOOR_MAX_REQUEST_CHARS} characters of messages plus "
+                f"{FRONT_DOOR_REQUEST_ENVELOPE_BYTES} bytes of JSON: {need} bytes)"
+            )
+        return self
+
+
 class FrontDoorConfig(_Frozen):
     """The Lambda front door and its REST API."""
 
@@ -321,6 +378,8 @@ class FrontDoorConfig(_Frozen):
     refusal_text: Annotated[str, Field(min_length=1)]
     output_moderation_mode: Literal["async", "sync"]
     log_retention_days: int
+    # Absent: no web ACL (the stage's throttling and authorization remain).
+    waf: WafConfig | None = None
 
     @model_validator(mode="after")
     def _retention_allowed(self) -> FrontDoorConfig:
@@ -328,6 +387,66 @@ class FrontDoorConfig(_Frozen):
             raise ValueError(
                 f"log_retention_days: {self.log_retention_days} is not a CloudWatch Logs "
                 f"retention period ({', '.join(map(str, LOG_RETENTION_DAYS))})"
+            )
+        return self
+
+
+class NetworkConfig(_Frozen):
+    """Private networking: a VPC (created, or imported by id) for endpoints and front door.
+
+    Endpoints run network-isolated in its private subnets, the front-door Lambda runs there
+    too, and AWS services are reached through VPC endpoints only (no NAT, no internet route).
+    """
+
+    # Import an existing VPC: its id, private subnet ids and their zones (same order).
+    vpc_id: Annotated[str, Field(pattern=r"^vpc-[0-9a-f]{8,17}$")] | None = None
+    private_subnet_ids: tuple[Annotated[str, Field(pattern=r"^subnet-[0-9a-f]{8,17}$")], ...] = ()
+    # Route tables of the imported private subnets, for the S3 and DynamoDB gateway endpoints.
+    private_route_table_ids: tuple[Annotated[str, Field(pattern=r"^rtb-[0-9a-f]{8,17}$")], ...] = ()
+    # Zones of the created VPC's subnets, or of the imported subnets; named so that synth
+    # needs no availability-zone lookup.
+    availability_zones: tuple[Annotated[str, Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d[a-z]$")], ...]
+    # Address range of a created VPC.
+    cidr: str = "10.64.0.0/16"
+    # Create the interface and gateway endpoints (an imported VPC may already have them).
+    create_vpc_endpoints: bool = True
+    flow_log_retention_days: int
+
+    @model_validator(mode="after")
+    def _consistent(self) -> NetworkConfig:
+        if len(self.availability_zones) < 2 or len(set(self.availability_zones)) != len(
+            self.availability_zones
+        ):
+            raise ValueError("availability_zones: name at least two distinct zones")
+        if self.vpc_id is None and (self.private_subnet_ids or self.private_route_table_ids):
+            raise ValueError(
+                "private_subnet_ids: only with vpc_id (an imported VPC), as are "
+                "private_route_table_ids"
+            )
+        if self.vpc_id is not None and len(self.private_subnet_ids) != len(self.availability_zones):
+            raise ValueError(
+                "private_subnet_ids: an imported VPC needs one private subnet id per "
+                "availability zone, in the same order"
+            )
+        if (
+            self.vpc_id is not None
+            and self.create_vpc_endpoints
+            and len(self.private_route_table_ids) != len(self.private_subnet_ids)
+        ):
+            raise ValueError(
+                "private_route_table_ids: the S3 and DynamoDB gateway endpoints of an imported "
+                "VPC need each private subnet's route table, in the same order"
+            )
+        try:
+            network = ipaddress.ip_network(self.cidr)
+        except ValueError as error:
+            raise ValueError(f"cidr: {error}") from None
+        if network.version != 4 or not 16 <= network.prefixlen <= 24:
+            raise ValueError(f"cidr: {self.cidr} must be an IPv4 range from /16 to /24")
+        if self.flow_log_retention_days not in LOG_RETENTION_DAYS:
+            raise ValueError(
+                f"flow_log_retention_days: {self.flow_log_retention_days} is not a CloudWatch "
+                f"Logs retention period ({', '.join(map(str, LOG_RETENTION_DAYS))})"
             )
         return self
 
@@ -451,6 +570,8 @@ class EnvironmentConfig(_Frozen):
     hosting: HostingConfig = HostingConfig(mode="endpoints")
     # Absent: the environment has no customization stack.
     customization: CustomizationConfig | None = None
+    # Absent: public AWS networking (endpoints, Lambda and downloads outside any VPC).
+    network: NetworkConfig | None = None
 
     @model_validator(mode="after")
     def _account_and_region_together(self) -> EnvironmentConfig:
@@ -493,6 +614,28 @@ class EnvironmentConfig(_Frozen):
                 "hosting.scale_to_zero: plain endpoints cannot scale to zero; set "
                 "hosting.mode 'inference_components'"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _promoted_package_is_this_environments(self) -> EnvironmentConfig:
+        arn = self.chat.model.model_package_arn
+        if arn is None:
+            return self
+        match = re.match(_MODEL_PACKAGE_ARN, arn)
+        assert match is not None  # the field's pattern
+        group = f"chatbot-{self.name}-chat"
+        if match["group"] != group:
+            raise ValueError(
+                f"chat.model.model_package_arn: the package belongs to group {match['group']!r}, "
+                f"not this environment's {group!r}"
+            )
+        for field in ("account", "region"):
+            expected = getattr(self, field)
+            if expected is not None and match[field] != expected:
+                raise ValueError(
+                    f"chat.model.model_package_arn: {field} {match[field]} is not this "
+                    f"environment's {expected}"
+                )
         return self
 
     @model_validator(mode="after")

@@ -11,6 +11,7 @@ from constructs import Construct
 from stacks.config import FrontDoorConfig
 from stacks.constructs.front_door_api import FrontDoorApi
 from stacks.constructs.hosted_model import HostedModel
+from stacks.constructs.private_network import PrivateNetwork
 from stacks.constructs.session_table import SessionTable
 
 __all__ = ["FrontDoorStack"]
@@ -35,6 +36,8 @@ class FrontDoorStack(Stack):
         Endpoints of the inference stack.
     sessions:
         Session table of the stateful stack.
+    network:
+        The environment's private network, where it has one: the function runs in it.
     termination_protection:
         Protect the stack from deletion.
     **stack_kwargs:
@@ -53,6 +56,7 @@ class FrontDoorStack(Stack):
         chat: HostedModel,
         moderation: HostedModel,
         sessions: SessionTable,
+        network: PrivateNetwork | None = None,
         termination_protection: bool,
         **stack_kwargs: Any,
     ) -> None:
@@ -69,6 +73,7 @@ class FrontDoorStack(Stack):
             moderation=moderation,
             sessions=sessions,
             wake_retry_after_s=wake_retry_after_s,
+            network=network,
         )
         CfnOutput(self, "ApiUrl", value=self.front_door.api.url)
         user_pool, client = self.front_door.user_pool, self.front_door.user_pool_client

@@ -15,8 +15,9 @@ from stacks.constructs.component_scaling import ComponentScaling
 from stacks.constructs.hosted_model import HostedModel
 from stacks.constructs.inference_component import InferenceComponentEndpoint
 from stacks.constructs.llm_endpoint import LlmEndpoint
-from stacks.constructs.model_artifact import ModelArtifact
 from stacks.constructs.model_assets_bucket import ModelAssetsBucket
+from stacks.constructs.private_network import PrivateNetwork
+from stacks.constructs.serving_artifacts import ServingArtifacts
 
 __all__ = ["InferenceStack"]
 
@@ -37,9 +38,8 @@ class InferenceStack(Stack):
     base_image:
         Literal base image URI, passed to the Dockerfile as ``BASE_IMAGE``.
     artifacts_dir:
-        ``model_artifacts/``, holding ``chat/`` and ``moderation/``.
-    artifact_build_dir:
-        Where the deterministic archives are written before CDK stages them.
+        ``model_artifacts/``, holding ``chat/`` and ``moderation/``; each is staged under its
+        endpoint's weights prefix.
     endpoint_names:
         Endpoint name per role (``chat``, ``moderation``).
     chat, moderation:
@@ -48,6 +48,8 @@ class InferenceStack(Stack):
         The environment's hosting mode and scale-to-zero settings.
     assets_bucket:
         The model-assets bucket of the stateful stack.
+    network:
+        The environment's private network, where it has one: endpoints run isolated in it.
     termination_protection:
         Protect the stack from deletion.
     **stack_kwargs:
@@ -62,12 +64,12 @@ class InferenceStack(Stack):
         container_dir: Path,
         base_image: str,
         artifacts_dir: Path,
-        artifact_build_dir: Path,
         endpoint_names: dict[str, str],
         chat: EndpointSettings,
         moderation: EndpointSettings,
         hosting: HostingConfig,
         assets_bucket: ModelAssetsBucket,
+        network: PrivateNetwork | None = None,
         termination_protection: bool,
         **stack_kwargs: Any,
     ) -> None:
@@ -87,11 +89,13 @@ class InferenceStack(Stack):
         self.endpoints: dict[str, HostedModel] = {}
         self.scaling: dict[str, ComponentScaling] = {}
         for role, settings in (("chat", chat), ("moderation", moderation)):
-            artifact = ModelArtifact(
+            artifacts = ServingArtifacts(
                 self,
-                f"{role.capitalize()}Artifact",
+                f"{role.capitalize()}Artifacts",
                 source_dir=artifacts_dir / role,
-                build_dir=artifact_build_dir,
+                role=role,
+                assets_bucket=assets_bucket,
+                weights_prefix=settings.model.serving_prefix,
             )
             if not hosting.uses_components:
                 self.endpoints[role] = LlmEndpoint(
@@ -100,8 +104,9 @@ class InferenceStack(Stack):
                     endpoint_name=endpoint_names[role],
                     settings=settings,
                     image=self.image,
-                    artifact=artifact,
+                    artifacts=artifacts,
                     assets_bucket=assets_bucket,
+                    network=network,
                 )
                 continue
             assert settings.component is not None  # validated with the hosting mode
@@ -114,8 +119,9 @@ class InferenceStack(Stack):
                 allow_zero_instances=zero is not None
                 and (settings.component.min_copies == 0 or zero.off_hours is not None),
                 image=self.image,
-                artifact=artifact,
+                artifacts=artifacts,
                 assets_bucket=assets_bucket,
+                network=network,
             )
             self.endpoints[role] = component
             self.scaling[role] = ComponentScaling(

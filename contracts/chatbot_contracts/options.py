@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["FRONT_DOOR_PREFIX", "OPTION_PREFIX", "FrontDoorSetting", "ServingOption"]
+__all__ = [
+    "FRONT_DOOR_PREFIX",
+    "OPTION_PREFIX",
+    "PROPERTIES_PATH_ENV",
+    "FrontDoorSetting",
+    "ServingOption",
+]
 
 OPTION_PREFIX = "OPTION_"
 """Prefix of the container's per-environment settings (the LMI ``serving.properties`` keys)."""
+
+PROPERTIES_PATH_ENV = "SERVING_PROPERTIES_PATH"
+"""Where the container's launcher reads ``serving.properties`` (default under /opt/ml/model)."""
 
 FRONT_DOOR_PREFIX = "CHATBOT_"
 """Prefix of the front door's settings."""

@@ -13,8 +13,13 @@ from syrupy.extensions.json import JSONSnapshotExtension
 from tests.infra.conftest import ENVIRONMENTS, REPO_ROOT, Synthesized, mask_hashes, synthesize_all
 
 STACKS = ("Stateful", "Inference", "FrontDoor")
-# Every environment customizes its chat model (cdk.json; docs/customize.md).
-STACKS_BY_ENV = dict.fromkeys(("dev", "staging", "prod"), (*STACKS, "Customization"))
+# Every environment customizes its chat model (cdk.json; docs/customize.md); staging and prod
+# run in a private network (cdk.json `network`), dev on public networking.
+STACKS_BY_ENV = {
+    "dev": (*STACKS, "Customization"),
+    "staging": (*STACKS, "Customization", "Network"),
+    "prod": (*STACKS, "Customization", "Network"),
+}
 
 
 def _resources(template: dict[str, Any], type_name: str) -> dict[str, Any]:
@@ -86,17 +91,24 @@ def test_second_synth_is_byte_identical(tmp_path_factory: pytest.TempPathFactory
     # to container/, lambda/ or customize/ in between would change asset hashes, not a
     # determinism bug.
     first, second = (
-        synthesize_all(base / "cdk.out", base / "build")
+        synthesize_all(base / "cdk.out")
         for base in (tmp_path_factory.mktemp("synth-b"), tmp_path_factory.mktemp("synth-c"))
     )
     for env in ENVIRONMENTS:
         for stack, path in first.template_files[env].items():
             assert path.read_bytes() == second.template_files[env][stack].read_bytes(), stack
-    archives = [sorted(p.name for p in s.outdir.glob("asset.*.tar.gz")) for s in (first, second)]
-    assert archives[0] == archives[1]
-    assert len(archives[0]) == 2
-    for name in archives[0]:
-        assert (first.outdir / name).read_bytes() == (second.outdir / name).read_bytes()
+    # The staged artifacts of the two roles (shared by every environment): content-addressed.
+    staged = [
+        sorted(p.name for p in s.outdir.glob("asset.*") if (p / "serving.properties").is_file())
+        for s in (first, second)
+    ]
+    assert staged[0] == staged[1]
+    assert len(staged[0]) == 2
+    for name in staged[0]:
+        files = sorted(p.relative_to(first.outdir / name) for p in (first.outdir / name).rglob("*"))
+        for relative in files:
+            one, two = first.outdir / name / relative, second.outdir / name / relative
+            assert one.is_dir() or one.read_bytes() == two.read_bytes(), relative
 
 
 def test_endpoints_are_named_per_environment(synthesized: Synthesized) -> None:
@@ -158,8 +170,8 @@ def test_chat_engine_settings_per_environment(synthesized: Synthesized) -> None:
     dev, prod = chat_model("dev"), chat_model("prod")
     assert dev["PrimaryContainer"]["Environment"]["OPTION_TENSOR_PARALLEL_DEGREE"] == "1"
     assert prod["PrimaryContainer"]["Environment"]["OPTION_TENSOR_PARALLEL_DEGREE"] == "4"
-    assert "redpajama-incite-chat-3b-v1" in json.dumps(dev["PrimaryContainer"]["Environment"])
-    assert "gpt-neoxt-chat-base-20b" in json.dumps(prod["PrimaryContainer"]["Environment"])
+    assert "redpajama-incite-chat-3b-v1" in json.dumps(dev["PrimaryContainer"]["ModelDataSource"])
+    assert "gpt-neoxt-chat-base-20b" in json.dumps(prod["PrimaryContainer"]["ModelDataSource"])
     configs = _resources(
         synthesized.templates["prod"]["Inference"], "AWS::SageMaker::EndpointConfig"
     )
@@ -200,12 +212,7 @@ def test_cdk_nag_is_active_and_fails_synth_on_a_finding(tmp_path: Any) -> None:
     app = build_app(
         env_names=["dev"],
         outdir=str(tmp_path / "cdk.out"),
-        sources=SourcePaths(
-            container_dir=sources.container_dir,
-            lambda_dir=sources.lambda_dir,
-            artifacts_dir=sources.artifacts_dir,
-            artifact_build_dir=tmp_path / "build",
-        ),
+        sources=sources,
     )
     stage = app.node.find_child("chatbot-dev")
     assert isinstance(stage, ChatbotStage)

@@ -20,8 +20,8 @@ from stacks.constructs.component_scaling import (
     ComponentScaling,
 )
 from stacks.constructs.inference_component import InferenceComponentEndpoint
-from stacks.constructs.model_artifact import ModelArtifact
 from stacks.constructs.model_assets_bucket import ModelAssetsBucket
+from stacks.constructs.serving_artifacts import ServingArtifacts
 from tests.infra.conftest import REPO_ROOT, Synthesized
 
 
@@ -318,7 +318,14 @@ def _component_stack(config: EnvironmentConfig, root: Path) -> Template:
     source = root / "chat"
     source.mkdir(parents=True)
     (source / "serving.properties").write_text("option.role=chat\n")
-    artifact = ModelArtifact(stack, "Artifact", source_dir=source, build_dir=root / "build")
+    artifacts = ServingArtifacts(
+        stack,
+        "Artifacts",
+        source_dir=source,
+        role="chat",
+        assets_bucket=bucket,
+        weights_prefix=config.chat.model.serving_prefix,
+    )
     assert config.chat.component is not None
     component = InferenceComponentEndpoint(
         stack,
@@ -327,7 +334,7 @@ def _component_stack(config: EnvironmentConfig, root: Path) -> Template:
         settings=config.chat,
         allow_zero_instances=True,
         image=image,
-        artifact=artifact,
+        artifacts=artifacts,
         assets_bucket=bucket,
     )
     ComponentScaling(
