@@ -9,7 +9,6 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sagemaker as sagemaker
 
 from stacks.config import EndpointSettings
-from stacks.constructs.model_assets_bucket import ModelAssetsBucket
 
 __all__ = ["HostedModel"]
 
@@ -42,7 +41,7 @@ class HostedModel(Protocol):
     cfn_model: sagemaker.CfnModel
     alarms: list[cloudwatch.Alarm]
 
-    def container_environment(self, assets_bucket: ModelAssetsBucket) -> dict[str, str]:
+    def container_environment(self) -> dict[str, str]:
         """The container's ``OPTION_*`` variables."""
         ...
 

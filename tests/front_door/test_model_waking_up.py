@@ -115,7 +115,7 @@ def test_asleep_is_503_with_retry_after_and_writes_nothing(
     asleep: str,
     use_stream: bool,
 ) -> None:
-    session_id = ask(client, "question-21").json()["session_id"]
+    session_id = ask(client, "question-21").json()["chatbot"]["session_id"]
     httpx.delete(f"{component_emulator}/_stats").raise_for_status()
     before = scan_table(module_session_table)
     _sleep(component_emulator, asleep)
