@@ -15,7 +15,8 @@ FRONT_DOOR_LOCAL_ENV := CHATBOT_MODE=local \
   CHATBOT_SAGEMAKER_ENDPOINT_URL=$(EMULATOR_URL) CHATBOT_DYNAMODB_ENDPOINT_URL=$(DYNAMODB_URL) \
   CHATBOT_REGION=us-east-1 AWS_ACCESS_KEY_ID=$${AWS_ACCESS_KEY_ID:-local} \
   AWS_SECRET_ACCESS_KEY=$${AWS_SECRET_ACCESS_KEY:-local} \
-  POWERTOOLS_SERVICE_NAME=chatbot-front-door POWERTOOLS_METRICS_NAMESPACE=Chatbot
+  POWERTOOLS_SERVICE_NAME=chatbot-front-door POWERTOOLS_METRICS_NAMESPACE=Chatbot \
+  POWERTOOLS_TRACE_DISABLED=true
 
 serve-front-door: setup ## Front door on 127.0.0.1:$(FRONT_DOOR_PORT) (uvicorn, as the Lambda image runs it)
 	$(FRONT_DOOR_LOCAL_ENV) $(PY) -m uvicorn front_door.app:create_app --factory \

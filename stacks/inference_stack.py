@@ -9,7 +9,8 @@ from aws_cdk import Stack
 from aws_cdk import aws_ecr_assets as ecr_assets
 from constructs import Construct
 
-from stacks.config import EndpointSettings
+from stacks.config import EndpointSettings, OperationsConfig
+from stacks.constructs.alarm_topic import AlarmTopic
 from stacks.constructs.build_context import BUILD_CONTEXT_EXCLUDES
 from stacks.constructs.llm_endpoint import LlmEndpoint
 from stacks.constructs.model_artifact import ModelArtifact
@@ -39,6 +40,10 @@ class InferenceStack(Stack):
         Validated settings of each endpoint.
     assets_bucket:
         The model-assets bucket of the stateful stack.
+    operations:
+        Roll-out settings and alarm thresholds of the environment.
+    alarm_topic:
+        The environment's alarm topic (stateful stack).
     termination_protection:
         Protect the stack from deletion.
     **stack_kwargs:
@@ -58,6 +63,8 @@ class InferenceStack(Stack):
         chat: EndpointSettings,
         moderation: EndpointSettings,
         assets_bucket: ModelAssetsBucket,
+        operations: OperationsConfig,
+        alarm_topic: AlarmTopic,
         termination_protection: bool,
         **stack_kwargs: Any,
     ) -> None:
@@ -88,6 +95,8 @@ class InferenceStack(Stack):
                 image=self.image,
                 artifact=artifact,
                 assets_bucket=assets_bucket,
+                operations=operations,
+                alarm_topic=alarm_topic,
             )
 
     @property

@@ -12,10 +12,12 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
+from chatbot_contracts.metrics import Metric
 from front_door.endpoint_client import ContainerStream, EndpointClient
 from front_door.errors import (
     FrontDoorError,
     InvalidRequestError,
+    ModerationUnavailableError,
     RequestTooLargeError,
     StreamInterruptedError,
 )
@@ -180,11 +182,15 @@ class ChatService:
             title = next(m.text() for m in request.messages if m.role == "user")
         bind_log_context(session_id=session_id)
 
-        verdict = await self._moderator.classify("\n".join(m.text() for m in request.messages))
-        metrics.add("ModerationChecks", "Count", 1)
+        try:
+            verdict = await self._moderator.classify("\n".join(m.text() for m in request.messages))
+        except ModerationUnavailableError:
+            metrics.add(Metric.MODERATION_FAILED_CLOSED, Metric.MODERATION_FAILED_CLOSED.unit, 1)
+            raise
+        metrics.add(Metric.MODERATION_CHECKS, Metric.MODERATION_CHECKS.unit, 1)
         stream: ContainerStream | None = None
         if verdict.blocked:
-            metrics.add("InputModerationBlocked", "Count", 1)
+            metrics.add(Metric.INPUT_MODERATION_BLOCKED, Metric.INPUT_MODERATION_BLOCKED.unit, 1)
             if expected_count is None:
                 title = REDACTED_INPUT  # the blocked text must not live on as the title
             get_logger().info("input blocked by moderation", extra={"label": verdict.label})
@@ -229,6 +235,9 @@ class ChatService:
                     yield Delta(delta)
             if outcome.blocked:
                 outcome.finish_reason = "content_filter"
+                turn.metrics.add(
+                    Metric.CONTENT_FILTER_ENDINGS, Metric.CONTENT_FILTER_ENDINGS.unit, 1
+                )
                 yield Delta(self._settings.refusal_text)
             outcome.incomplete = False
             await self._persist(turn, outcome)
@@ -239,7 +248,10 @@ class ChatService:
                 usage=outcome.usage,
             )
         except FrontDoorError as exc:
-            turn.metrics.add("Errors", "Count", 1)
+            turn.metrics.add(Metric.ERRORS, Metric.ERRORS.unit, 1)
+            if isinstance(exc, ModerationUnavailableError):  # output moderation failed closed
+                failed = Metric.MODERATION_FAILED_CLOSED
+                turn.metrics.add(failed, failed.unit, 1)
             get_logger().warning("turn failed", extra={"code": exc.code, "error": exc.message})
             if not outcome.persisted:
                 outcome.incomplete = True
@@ -253,7 +265,7 @@ class ChatService:
                 if not outcome.persisted:  # the client went away mid-stream
                     outcome.incomplete = True
                     await self._persist_quietly(turn, outcome)
-                turn.metrics.add("TokensOut", "Count", len(outcome.text))
+                turn.metrics.add(Metric.TOKENS_OUT, Metric.TOKENS_OUT.unit, len(outcome.text))
                 turn.metrics.flush()
 
     async def _generate(
@@ -296,7 +308,8 @@ class ChatService:
                             recheck = True
                     if not outcome.text:
                         ttft_ms = (time.perf_counter() - turn.started) * 1000
-                        turn.metrics.add("TimeToFirstToken", "Milliseconds", ttft_ms)
+                        ttft = Metric.TIME_TO_FIRST_TOKEN
+                        turn.metrics.add(ttft, ttft.unit, ttft_ms)
                     outcome.text.append(text)
                     yield text
             if check is not None:
@@ -332,11 +345,12 @@ class ChatService:
 
     @staticmethod
     def _apply(turn: Turn, verdict: Verdict, outcome: _Outcome) -> bool:
-        turn.metrics.add("ModerationChecks", "Count", 1)
+        turn.metrics.add(Metric.MODERATION_CHECKS, Metric.MODERATION_CHECKS.unit, 1)
         outcome.output_label = verdict.label
         if verdict.blocked:
             outcome.blocked = True
-            turn.metrics.add("OutputModerationBlocked", "Count", 1)
+            blocked = Metric.OUTPUT_MODERATION_BLOCKED
+            turn.metrics.add(blocked, blocked.unit, 1)
         return verdict.blocked
 
     @staticmethod
@@ -392,6 +406,8 @@ class ChatService:
             ),
             limiter=self._limiter,
         )
+        if turn.expected_count is None:  # the turn's first write created its session
+            turn.metrics.add(Metric.SESSIONS_CREATED, Metric.SESSIONS_CREATED.unit, 1)
 
     async def _persist_quietly(self, turn: Turn, outcome: _Outcome) -> None:
         try:

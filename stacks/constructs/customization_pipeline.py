@@ -425,7 +425,8 @@ class CustomizationPipeline(Construct):
                     },
                     "AutoRollbackConfiguration": {
                         "Alarms": [
-                            {"AlarmName": alarm.alarm_name} for alarm in chat_endpoint.alarms
+                            {"AlarmName": alarm.alarm_name}
+                            for alarm in chat_endpoint.rollback_alarms
                         ]
                     },
                 },

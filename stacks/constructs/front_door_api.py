@@ -14,6 +14,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
+from chatbot_contracts.metrics import METRICS_NAMESPACE, SERVICE_NAME
 from stacks.config import FrontDoorConfig
 from stacks.constructs.build_context import BUILD_CONTEXT_EXCLUDES
 from stacks.constructs.llm_endpoint import LlmEndpoint
@@ -123,7 +124,16 @@ class FrontDoorApi(Construct):
             role=self.role,
             log_group=self.log_group,
             logging_format=LAMBDA_LOGGING_FORMAT,
+            tracing=lambda_.Tracing.ACTIVE,
             environment=self._environment(settings, chat, moderation, sessions),
+        )
+        Validations.of(self.role).acknowledge(
+            Acknowledgment(
+                id="AwsSolutions::AwsSolutions-IAM5[Resource::*]",
+                reason="Active tracing: xray:PutTraceSegments and xray:PutTelemetryRecords have "
+                "no resource-level permissions; every other statement of this role names its "
+                "resources.",
+            )
         )
         chat.grant_invoke(self.function)
         moderation.grant_invoke(self.function)
@@ -189,8 +199,8 @@ class FrontDoorApi(Construct):
             "AWS_LWA_INVOKE_MODE": "response_stream",
             "AWS_LWA_PORT": "8080",
             "AWS_LWA_READINESS_CHECK_PATH": "/healthz",
-            "POWERTOOLS_SERVICE_NAME": "chatbot-front-door",
-            "POWERTOOLS_METRICS_NAMESPACE": "Chatbot",
+            "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
+            "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
         }
 
     def _method_options(self, settings: FrontDoorConfig) -> apigw.MethodOptions:

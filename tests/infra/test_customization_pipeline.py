@@ -14,6 +14,7 @@ from aws_cdk.assertions import Template
 from cdk_nag import AwsSolutionsChecks
 
 from stacks.config import load_environment
+from stacks.constructs.alarm_topic import AlarmTopic
 from stacks.constructs.customization_pipeline import CustomizationPipeline
 from stacks.constructs.llm_endpoint import LlmEndpoint
 from stacks.constructs.model_artifact import ModelArtifact
@@ -33,7 +34,15 @@ def _build(app: App, context: dict[str, Any], root: Path, *, use_spot: bool) -> 
         build_args={"BASE_IMAGE": "example/base:1"},
     )
     artifact = ModelArtifact(stack, "Artifact", source_dir=root / "chat", build_dir=root / "build")
-    settings = load_environment(context, "dev").chat
+    config = load_environment(context, "dev")
+    settings = config.chat
+    topic = AlarmTopic(
+        stack,
+        "AlarmTopic",
+        env_name="test",
+        notifications=config.operations.notifications,
+        protect_data=False,
+    )
     chat = LlmEndpoint(
         stack,
         "Chat",
@@ -42,6 +51,8 @@ def _build(app: App, context: dict[str, Any], root: Path, *, use_spot: bool) -> 
         image=image,
         artifact=artifact,
         assets_bucket=bucket,
+        operations=config.operations,
+        alarm_topic=topic,
     )
     CustomizationPipeline(
         stack,
@@ -167,7 +178,8 @@ def test_registration_carries_metrics_and_rollout_is_blue_green_with_alarm_rollb
     assert roll_out["EndpointName"] == "chatbot-test-chat"
     policy = roll_out["DeploymentConfig"]
     assert policy["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]["Type"] == "ALL_AT_ONCE"
-    assert len(policy["AutoRollbackConfiguration"]["Alarms"]) == 2
+    # dev rolls back on the endpoint's 5xx alarm (cdk.json operations.rollout.rollback_alarms).
+    assert len(policy["AutoRollbackConfiguration"]["Alarms"]) == 1
     model = states["CreateModel"]["Parameters"]
     assert (
         "training/chatbot-test-cust-{}-train/output/model/"
