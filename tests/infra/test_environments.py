@@ -12,7 +12,7 @@ from syrupy.extensions.json import JSONSnapshotExtension
 
 from tests.infra.conftest import ENVIRONMENTS, REPO_ROOT, Synthesized, mask_hashes, synthesize_all
 
-STACKS = ("Stateful", "Inference", "FrontDoor")
+STACKS = ("Stateful", "Inference", "FrontDoor", "Monitoring")
 # Only dev enables customization (cdk.json; docs/customize.md says why not staging/prod).
 STACKS_BY_ENV = {"dev": (*STACKS, "Customization"), "staging": STACKS, "prod": STACKS}
 
