@@ -11,7 +11,6 @@ ENV ?= dev
 SETUP_STAMP := $(VENV)/.setup-complete
 
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
-export PYTHONPATH := $(CURDIR):$(CURDIR)/contracts:$(CURDIR)/container:$(CURDIR)/lambda
 # Models ship inside PyPI packages; nothing may reach a model hub at run time.
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -23,11 +22,12 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
 
-$(SETUP_STAMP): requirements/*.txt package.json package-lock.json
+$(SETUP_STAMP): requirements/*.txt */pyproject.toml pyproject.toml package.json package-lock.json
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip==26.3
 	$(PY) -m pip install --quiet -r requirements/dev.txt -c requirements/lock.txt
 	$(PY) -m pip install --quiet --no-deps -r requirements/models-nodeps.txt
+	$(PY) -m pip install --quiet --no-deps -r requirements/packages.txt
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 

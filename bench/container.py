@@ -26,11 +26,10 @@ from typing import Any
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "container")]
+from inference_server.launcher import free_port
+from inference_server.local_backend import SMOLLM2_GGUF, resolve_local_model
 
-from inference_server.launcher import free_port  # noqa: E402
-from inference_server.local_backend import SMOLLM2_GGUF, resolve_local_model  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 CHAT_PROPERTIES = REPO / "model_artifacts" / "chat" / "serving.properties"
 QUESTION = "Describe what a data engineer does in a few sentences."
@@ -70,8 +69,6 @@ def _cpu_seconds(pid: int | None) -> float:
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)
-    inherited = [env["PYTHONPATH"]] if env.get("PYTHONPATH") else []
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "container"), *inherited])
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TRANSFORMERS_OFFLINE", "1")
     env["LOG_LEVEL"] = "WARNING"

@@ -8,7 +8,7 @@ InvokeEndpointWithResponseStream and (b) through the front door's SSE API (which
 moderation, session persistence and windowed output moderation). Cold init is import + settings +
 app build in fresh processes. Prints a table, and last a JSON line.
 
-Run: ``python bench/front_door.py`` (PYTHONPATH as `make` exports it; no network, no AWS).
+Run: ``python bench/front_door.py`` (after `make setup`; no network, no AWS).
 """
 
 from __future__ import annotations
@@ -59,7 +59,6 @@ def free_port() -> int:
 def environment(**extra: str) -> dict[str, str]:
     """The child environment: repo packages importable, no hub access, dummy credentials."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(str(REPO / p) for p in (".", "container", "lambda"))
     env.update(
         HF_HUB_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1",

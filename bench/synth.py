@@ -42,7 +42,6 @@ def _base_env(outdir: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION="20",
-        PYTHONPATH=os.pathsep.join(str(ROOT / p) for p in ("", "container", "lambda")),
         CDK_OUTDIR=outdir,
     )
     env.pop("CDK_CONTEXT_JSON", None)

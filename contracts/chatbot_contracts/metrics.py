@@ -33,7 +33,7 @@ class Metric(StrEnum):
     CONTENT_FILTER_ENDINGS = "ContentFilterEndings"
     SESSIONS_CREATED = "SessionsCreated"
     TOKENS_OUT = "TokensOut"
-    TIME_TO_FIRST_TOKEN = "TimeToFirstToken"  # noqa: S105 (a metric name, not a secret)
+    TIME_TO_FIRST_TOKEN = "TimeToFirstToken"  # noqa: S105 - a metric name, not a secret
 
     @property
     def unit(self) -> str:

@@ -62,14 +62,10 @@ def stack_environment(
         ``base`` plus the import path, offline model switches, dummy AWS credentials, the
         front door's ``CHATBOT_*`` settings and the ports that ``local/Procfile`` expands.
     """
-    python_path = [str(REPO_ROOT), str(REPO_ROOT / "container"), str(REPO_ROOT / "lambda")]
-    if base.get("PYTHONPATH"):
-        python_path.append(base["PYTHONPATH"])
     env = dict(base)
     env.update(
         {
             "PYTHON": sys.executable,
-            "PYTHONPATH": os.pathsep.join(python_path),
             "PYTHONUNBUFFERED": "1",
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",

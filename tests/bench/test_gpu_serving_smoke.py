@@ -28,7 +28,6 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any],
         OUT=str(out),
         HF_HUB_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1",
-        PYTHONPATH=os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "container")]),
     )
     completed = subprocess.run(
         [sys.executable, "-m", "bench.gpu_serving", "--smoke", "--no-variants"],

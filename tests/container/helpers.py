@@ -25,7 +25,6 @@ MODEL_CACHE = REPO / ".cache" / "models"
 def subprocess_env(**extra: str) -> dict[str, str]:
     """Environment for our subprocesses: repo, container package and offline model hub."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "container")])
     env["LOG_LEVEL"] = "WARNING"
     env.update(extra)
     return env

@@ -36,7 +36,6 @@ from tests.e2e.conftest import PORT_FLAGS, free_ports
 
 SCRIPT = "moderation.json"
 MODERATION_ARTIFACTS = REPO_ROOT / "model_artifacts" / "moderation"
-PYTHON_PATH = [REPO_ROOT, REPO_ROOT / "container", REPO_ROOT / "lambda"]
 
 
 def test_flags_win_over_local_variables_which_win_over_defaults(monkeypatch):
@@ -150,7 +149,7 @@ def test_chat_page_and_assets_are_served_once_mounted_twice(serve_asgi):
 @pytest.mark.timeout(60)
 def test_a_model_that_cannot_load_stops_the_stack_with_a_clear_message(tmp_path: Path):
     missing = tmp_path / "missing.gguf"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, PYTHON_PATH))}
+    env = dict(os.environ)
 
     result = subprocess.run(
         [sys.executable, "-m", "local.stack", "--model", str(missing)],
