@@ -37,9 +37,10 @@ synth: setup ## Synthesize one environment into cdk.out/ (ENV=dev|staging|prod)
 	npx cdk synth -c env=$(ENV) --quiet
 	@echo "Synthesized environment '$(ENV)' into cdk.out/"
 
-lint: setup ## ruff lint and format check
+lint: setup ## ruff lint and format check, and the import layering (import-linter)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 typecheck: setup ## mypy, strict
 	$(VENV)/bin/mypy

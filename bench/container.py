@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 
 from inference_server.launcher import free_port
-from inference_server.local_backend import SMOLLM2_GGUF, resolve_local_model
+from local.model_backend import SMOLLM2_GGUF, resolve_local_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -273,7 +273,7 @@ def _real_run(smollm2_dir: Path, tokens: int, rounds: int) -> Any:
     backend_port = free_port()
     backend_url = f"http://127.0.0.1:{backend_port}"
     backend = [
-        sys.executable, "-m", "inference_server.local_backend", "--model", str(smollm2_dir),
+        sys.executable, "-m", "local.model_backend", "--model", str(smollm2_dir),
         "--port", str(backend_port),
     ]  # fmt: skip
     server = [
@@ -287,7 +287,6 @@ def _real_run(smollm2_dir: Path, tokens: int, rounds: int) -> Any:
         "OPTION_SERVED_MODEL_NAME": str(smollm2_dir),
         "OPTION_PROMPT_TEMPLATE": "tokenizer",
         "OPTION_RETRIEVER": "none",
-        "OPTION_BACKEND": "local",
     }
     from transformers import AutoTokenizer
 

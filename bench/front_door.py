@@ -375,7 +375,6 @@ def main(argv: list[str] | None = None) -> int:
         )
         create_table(url["ddb"], "sessions")
         front_door_env = environment(
-            CHATBOT_MODE="local",
             CHATBOT_CHAT_ENDPOINT=CHAT_ENDPOINT,
             CHATBOT_MODERATION_ENDPOINT=MODERATION_ENDPOINT,
             CHATBOT_SESSION_TABLE="sessions",
@@ -389,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
                     py,
                     "-m",
                     "uvicorn",
-                    "front_door.app:create_app",
+                    "local.stack.front_door_app:create_app",
                     "--factory",
                     "--host",
                     "127.0.0.1",

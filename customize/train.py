@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from chatbot_contracts.training import METRIC_DEFINITIONS
 from customize.data import Mode, read_jsonl
 
 if TYPE_CHECKING:
@@ -34,13 +35,6 @@ __all__ = [
     "resolve_hyperparameters",
     "train",
 ]
-
-# Regexes for the SageMaker training job's MetricDefinitions; each matches one log line field.
-METRIC_DEFINITIONS: tuple[dict[str, str], ...] = (
-    {"Name": "train_loss", "Regex": r"train_loss=([0-9.eE+-]+);"},
-    {"Name": "validation_loss", "Regex": r"validation_loss=([0-9.eE+-]+);"},
-    {"Name": "tokens_per_second", "Regex": r"tokens_per_second=([0-9.eE+-]+);"},
-)
 
 SAGEMAKER_ROOT = Path("/opt/ml")
 

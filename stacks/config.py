@@ -10,11 +10,11 @@ from typing import Annotated, Any, Literal
 import botocore.session
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from chatbot_contracts.moderation import ModerationLabel
 from stacks.instance_catalog import GpuInstanceType, UnknownInstanceTypeError
 
 __all__ = [
     "ENVIRONMENTS_CONTEXT_KEY",
-    "MODERATION_LABELS",
     "BaseImageConfig",
     "ConfigError",
     "CustomizationConfig",
@@ -32,20 +32,6 @@ __all__ = [
 
 ENVIRONMENTS_CONTEXT_KEY = "chatbot:environments"
 
-MODERATION_LABELS = (
-    "casual",
-    "possibly needs caution",
-    "probably needs caution",
-    "needs caution",
-    "needs intervention",
-)
-ModerationLabel = Literal[
-    "casual",
-    "possibly needs caution",
-    "probably needs caution",
-    "needs caution",
-    "needs intervention",
-]
 
 BYTES_PER_PARAMETER = {"float16": 2, "bfloat16": 2, "float32": 4}
 # Weights may take at most this share of the GPU memory they are sharded over; the rest is

@@ -10,14 +10,12 @@ from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
+from stacks.constructs.build_context import repository_context_excludes
 from stacks.constructs.customization_pipeline import CustomizationPipeline
 from stacks.constructs.llm_endpoint import LlmEndpoint
 from stacks.constructs.model_assets_bucket import ModelAssetsBucket
 
 __all__ = ["CustomizationStack", "chat_model_data_url"]
-
-# The build context is the repository root; only the package and its pins go in.
-_JOBS_IMAGE_INCLUDES = ["*", "!customize", "!requirements/customize.txt", "**/__pycache__"]
 
 
 def chat_model_data_url(chat_endpoint: LlmEndpoint) -> str:
@@ -81,7 +79,7 @@ class CustomizationStack(Stack):
             file="customize/Dockerfile",
             platform=ecr_assets.Platform.LINUX_AMD64,
             build_args={"BASE_IMAGE": base_image},
-            exclude=_JOBS_IMAGE_INCLUDES,
+            exclude=repository_context_excludes("customize", "requirements/customize.txt"),
             ignore_mode=IgnoreMode.DOCKER,
         )
         self.pipeline = CustomizationPipeline(

@@ -12,6 +12,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
+from chatbot_contracts.container import Details, FinalEvent, StreamEvent, TokenEvent
 from chatbot_contracts.metrics import Metric
 from front_door.endpoint_client import ContainerStream, EndpointClient
 from front_door.errors import (
@@ -292,8 +293,8 @@ class ChatService:
             return asyncio.create_task(self._moderator.classify(window.window()))
 
         try:
-            async for item in stream:
-                for text in self._texts(item, outcome):
+            async for event in stream:
+                for text in self._texts(event, outcome):
                     if check is not None and check.done():
                         if self._apply(turn, check.result(), outcome):
                             return
@@ -326,22 +327,15 @@ class ChatService:
             if check is not None and not check.done():
                 check.cancel()
 
-    def _texts(self, item: dict[str, Any], outcome: _Outcome) -> list[str]:
-        if isinstance(token := item.get("token"), dict):
-            text = str(token.get("text") or "")
-            return [text] if text else []
-        if "generated_text" in item:
-            details = item.get("details")
-            self._record_final(details if isinstance(details, dict) else {}, outcome)
-            if not outcome.text and item.get("generated_text"):
-                return [str(item["generated_text"])]  # a container that did not stream
+    def _texts(self, event: StreamEvent, outcome: _Outcome) -> list[str]:
+        if isinstance(event, TokenEvent):
+            return [event.token.text] if event.token.text else []
+        if isinstance(event, FinalEvent):
+            self._record_final(event.details, outcome)
+            if not outcome.text and event.generated_text:
+                return [event.generated_text]  # a container that did not stream
             return []
-        if "error" in item:
-            error = item["error"] if isinstance(item["error"], dict) else {}
-            raise StreamInterruptedError(
-                f"The model failed mid-stream ({error.get('type', 'error')})."
-            )
-        return []
+        raise StreamInterruptedError(f"The model failed mid-stream ({event.error.type}).")
 
     @staticmethod
     def _apply(turn: Turn, verdict: Verdict, outcome: _Outcome) -> bool:
@@ -354,14 +348,11 @@ class ChatService:
         return verdict.blocked
 
     @staticmethod
-    def _record_final(details: dict[str, Any], outcome: _Outcome) -> None:
-        reason = str(details.get("finish_reason") or "stop")
+    def _record_final(details: Details, outcome: _Outcome) -> None:
+        reason = details.finish_reason or "stop"
         outcome.finish_reason = _FINISH_REASONS.get(reason, reason)
-        sources = details.get("sources")
-        if isinstance(sources, list):
-            outcome.sources = [source for source in sources if isinstance(source, dict)]
-        prompt = int(details.get("prompt_tokens") or 0)
-        generated = int(details.get("generated_tokens") or 0)
+        outcome.sources = [source.model_dump() for source in details.sources]
+        prompt, generated = details.prompt_tokens, details.generated_tokens
         outcome.usage = {
             "prompt_tokens": prompt,
             "completion_tokens": generated,

@@ -76,7 +76,6 @@ def stack_environment(
             "AWS_DEFAULT_REGION": config.region,
             "AWS_REGION": config.region,
             "AWS_EC2_METADATA_DISABLED": "true",
-            "CHATBOT_MODE": "local",
             "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon locally
             "CHATBOT_CHAT_ENDPOINT": config.chat_endpoint,
             "CHATBOT_MODERATION_ENDPOINT": config.moderation_endpoint,
@@ -129,7 +128,7 @@ def convert_model(config: StackConfig, env: Mapping[str, str]) -> Path:
     """
     result = subprocess.run(
         [
-            *(sys.executable, "-m", "inference_server.local_backend", "--convert-only"),
+            *(sys.executable, "-m", "local.model_backend", "--convert-only"),
             *("--model", config.model, "--port", "0"),
         ],
         check=True,

@@ -13,7 +13,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
-from customize.train import METRIC_DEFINITIONS
+from chatbot_contracts.training import METRIC_DEFINITIONS
 from stacks.constructs.llm_endpoint import VARIANT_NAME, LlmEndpoint
 from stacks.constructs.model_assets_bucket import ModelAssetsBucket
 from stacks.constructs.nag_ids import nag_resource_id

@@ -19,9 +19,9 @@ from moto.server import ThreadedMotoServer
 from pydantic import ValidationError
 
 from inference_server.backend_client import BackendClient
-from inference_server.local_backend import SMOLLM2_GGUF
 from inference_server.moderation import Moderator
 from local.chat_page import STATIC_DIR, mount_chat_page
+from local.model_backend import SMOLLM2_GGUF
 from local.scripted_backend import Script
 from local.stack.config import DEFAULT_MODERATION_RULES, REPO_ROOT, load_config
 from local.stack.front_door_app import StackHealthGate
@@ -117,7 +117,7 @@ def test_stack_environment_sets_dummy_credentials_and_local_front_door():
     env = stack_environment(config, {"AWS_ACCESS_KEY_ID": "real-key"}, model_dir=Path("/m"))
 
     assert env["AWS_ACCESS_KEY_ID"] == "testing"
-    assert env["CHATBOT_MODE"] == "local"
+    assert "CHATBOT_MODE" not in env
     assert env["CHATBOT_CHAT_ENDPOINT"] == "chatbot-e2e-chat"
     assert env["CHATBOT_SESSION_TABLE"] == "chatbot-e2e-sessions"
     assert env["CHATBOT_SAGEMAKER_ENDPOINT_URL"] == "http://127.0.0.1:8001"

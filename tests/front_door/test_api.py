@@ -14,6 +14,7 @@ import openai
 import pytest
 
 from front_door.app import build_app
+from local.fixed_principal import FixedPrincipal, local_identity_arn
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -476,15 +477,18 @@ def test_session_deleted_mid_stream_ends_with_409_event_and_stays_deleted(
     assert items_of(scan_table, table, session_id) == []
 
 
-def test_local_mode_serves_one_fixed_principal(chain, table, serve):
-    settings = chain.settings(table, mode="local", local_principal="developer")
-    with serve(build_app(settings)) as server, httpx.Client(base_url=server.url) as http:
+def test_the_local_fixed_principal_wraps_the_unchanged_app(chain, table, serve, scan_table):
+    app = FixedPrincipal(build_app(chain.settings(table)), name="developer")
+    with serve(app) as server, httpx.Client(base_url=server.url) as http:
         session_id = http.post(
             "/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]}
         ).json()["session_id"]
-        # No request context needed, and whatever one says is ignored in local mode.
+        # No request context needed, and whatever one a client sends is replaced.
         listed = http.get("/v1/sessions", headers=caller("someone-else")).json()
     assert session_id in [s["session_id"] for s in listed["data"]]
+    item = scan_table(table)
+    owners = {i["owner"]["S"] for i in item if "owner" in i}
+    assert owners == {f"iam:{local_identity_arn('developer')}"}
 
 
 # --- concurrency -----------------------------------------------------------------------------
