@@ -486,8 +486,8 @@ def test_the_local_fixed_principal_wraps_the_unchanged_app(chain, table, serve, 
         # No request context needed, and whatever one a client sends is replaced.
         listed = http.get("/v1/sessions", headers=caller("someone-else")).json()
     assert session_id in [s["session_id"] for s in listed["data"]]
-    item = scan_table(table)
-    owners = {i["owner"]["S"] for i in item if "owner" in i}
+    items = items_of(scan_table, table, session_id)
+    owners = {i["owner"]["S"] for i in items if "owner" in i}
     assert owners == {f"iam:{local_identity_arn('developer')}"}
 
 
