@@ -45,8 +45,11 @@ lint: setup ## ruff lint and format check, and the import layering (import-linte
 typecheck: setup ## mypy, strict
 	$(VENV)/bin/mypy
 
-unit: setup ## pytest only
-	$(VENV)/bin/pytest
+# Test modules share nothing but what tests/conftest.py groups (xdist_group): two workers.
+PYTEST_WORKERS ?= 2
+
+unit: setup ## pytest only (PYTEST_WORKERS=0 runs it in this process)
+	$(VENV)/bin/pytest $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadgroup) --durations=15
 
 test: lint typecheck unit ## Lint, type-check and run the whole test suite
 

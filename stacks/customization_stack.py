@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,8 @@ class CustomizationStack(Stack):
         GPU instances of the training and evaluation jobs.
     use_spot:
         Managed spot training with checkpoints.
+    training_hyperparameters, evaluation_tensor_parallel_degree, evaluation_max_model_len:
+        Default training hyperparameters; the chat endpoint's vLLM settings for evaluation.
     **stack_kwargs:
         Passed to :class:`aws_cdk.Stack`.
     """
@@ -69,6 +72,9 @@ class CustomizationStack(Stack):
         training_instance_type: str = "ml.g5.2xlarge",
         evaluation_instance_type: str = "ml.g5.xlarge",
         use_spot: bool = False,
+        training_hyperparameters: Mapping[str, str] | None = None,
+        evaluation_tensor_parallel_degree: int = 1,
+        evaluation_max_model_len: int = 2048,
         **stack_kwargs: Any,
     ) -> None:
         super().__init__(scope, construct_id, **stack_kwargs)
@@ -79,7 +85,9 @@ class CustomizationStack(Stack):
             file="customize/Dockerfile",
             platform=ecr_assets.Platform.LINUX_AMD64,
             build_args={"BASE_IMAGE": base_image},
-            exclude=repository_context_excludes("customize", "requirements/customize.txt"),
+            exclude=repository_context_excludes(
+                "customize", "requirements/customize.txt", "requirements/customize-gpu.txt"
+            ),
             ignore_mode=IgnoreMode.DOCKER,
         )
         self.pipeline = CustomizationPipeline(
@@ -95,4 +103,7 @@ class CustomizationStack(Stack):
             training_instance_type=training_instance_type,
             evaluation_instance_type=evaluation_instance_type,
             use_spot=use_spot,
+            training_hyperparameters=training_hyperparameters,
+            evaluation_tensor_parallel_degree=evaluation_tensor_parallel_degree,
+            evaluation_max_model_len=evaluation_max_model_len,
         )

@@ -43,6 +43,7 @@ class FrontDoorSetting(StrEnum):
     SESSION_TTL_DAYS = "session_ttl_days"
     BLOCKED_LABELS = "blocked_labels"
     REFUSAL_TEXT = "refusal_text"
+    OUTPUT_MODERATION_MODE = "output_moderation_mode"
     AUTH_MODE = "auth_mode"
     MAX_TOKENS_LIMIT = "max_tokens_limit"
 

@@ -1,5 +1,4 @@
 """DynamoDB session store: an item per message plus a header, in conditional transactions."""
-# (boto3/botocore ship no type information and the shared mypy config names no override.)
 
 from __future__ import annotations
 

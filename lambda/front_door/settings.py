@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     moderation_every_tokens: PositiveInt = 32
     moderation_min_tokens: PositiveInt = 8
     moderation_window_chars: PositiveInt = 2_000
+    # "async": relay tokens at once and judge windows behind (at most every_tokens - 1 tokens
+    # of a flagged window's successors reach the client); "sync": relay a token only once a
+    # window containing it was judged clean (at most 2 * every_tokens tokens held back).
+    output_moderation_mode: Literal["async", "sync"] = "async"
 
     # SageMaker runtime client: retries happen only before the first byte (botocore's retry
     # loop covers the initial call; an open event stream is never retried).

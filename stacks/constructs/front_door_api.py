@@ -198,6 +198,7 @@ class FrontDoorApi(Construct):
             FrontDoorSetting.SESSION_TTL_DAYS: str(settings.session_ttl_days),
             FrontDoorSetting.BLOCKED_LABELS: json.dumps(list(settings.blocked_labels)),
             FrontDoorSetting.REFUSAL_TEXT: settings.refusal_text,
+            FrontDoorSetting.OUTPUT_MODERATION_MODE: settings.output_moderation_mode,
             FrontDoorSetting.AUTH_MODE: settings.auth,
             # A client may ask for at most what the chat container accepts.
             FrontDoorSetting.MAX_TOKENS_LIMIT: str(chat.settings.model.max_new_tokens_cap),
