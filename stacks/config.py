@@ -64,7 +64,6 @@ MAX_EXECUTION_TIMEOUT_RANGE = (600, 28_800)
 ENDPOINT_ALARM_PERIOD_S = 300
 
 
-
 @cache
 def _sagemaker_service_shapes() -> dict[str, Any]:
     # The pinned botocore's service model is the list SageMaker's API validates against. Read
@@ -320,6 +319,8 @@ class OperationsConfig(_Frozen):
             return self.thresholds.gpu_sustained_minutes * 60
         # model_latency_p90 alarms on 2 of 3 five-minute periods, invocation_5xx on one.
         return ENDPOINT_ALARM_PERIOD_S * (2 if alarm == "model_latency_p90" else 1)
+
+
 class ModelShape(_Frozen):
     """The chat model's architecture, as its ``config.json`` gives it (for the memory rule)."""
 
