@@ -15,7 +15,8 @@ FRONT_DOOR_LOCAL_ENV := CHATBOT_CHAT_ENDPOINT=chatbot-$(FRONT_DOOR_ENV)-chat \
   CHATBOT_SAGEMAKER_ENDPOINT_URL=$(EMULATOR_URL) CHATBOT_DYNAMODB_ENDPOINT_URL=$(DYNAMODB_URL) \
   CHATBOT_REGION=us-east-1 AWS_ACCESS_KEY_ID=$${AWS_ACCESS_KEY_ID:-local} \
   AWS_SECRET_ACCESS_KEY=$${AWS_SECRET_ACCESS_KEY:-local} \
-  POWERTOOLS_SERVICE_NAME=chatbot-front-door POWERTOOLS_METRICS_NAMESPACE=Chatbot
+  POWERTOOLS_SERVICE_NAME=chatbot-front-door POWERTOOLS_METRICS_NAMESPACE=Chatbot \
+  POWERTOOLS_TRACE_DISABLED=true
 
 serve-front-door: setup ## Front door on 127.0.0.1:$(FRONT_DOOR_PORT) (uvicorn, with the local fixed caller)
 	$(FRONT_DOOR_LOCAL_ENV) $(PY) -m uvicorn local.stack.front_door_app:create_app --factory \

@@ -37,9 +37,13 @@ __all__ = [
     "ModelSettings",
     "ModelShape",
     "NetworkConfig",
+    "NotificationsConfig",
     "OffHoursSchedule",
+    "OperationsConfig",
+    "RolloutConfig",
     "ScaleToZeroSettings",
     "ScalingSettings",
+    "ThresholdsConfig",
     "WafConfig",
     "load_environment",
 ]
@@ -73,6 +77,15 @@ _MODEL_PACKAGE_ARN = (
     r"^arn:aws[a-z-]*:sagemaker:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):"
     r"model-package/(?P<group>[A-Za-z0-9-]{1,63})/\d+$"
 )
+# Endpoint alarms, by the name cdk.json uses for them in ``operations.rollout.rollback_alarms``.
+EndpointAlarmKind = Literal[
+    "invocation_5xx", "model_latency_p90", "gpu_memory", "gpu_utilization", "instances_at_max"
+]
+# Capacity, not health: a new fleet that scales out is no reason to roll it back.
+NOT_ROLLBACK_ALARMS = frozenset({"instances_at_max"})
+# SageMaker's blue/green limits (BlueGreenUpdatePolicy, TrafficRoutingConfig).
+MAX_EXECUTION_TIMEOUT_RANGE = (600, 28_800)
+ENDPOINT_ALARM_PERIOD_S = 300
 
 
 @cache
@@ -451,6 +464,109 @@ class NetworkConfig(_Frozen):
         return self
 
 
+class RolloutConfig(_Frozen):
+    """How CloudFormation rolls a changed endpoint out: SageMaker blue/green with auto-rollback.
+
+    ``wait_interval_s`` is the baking period after each traffic step (the one step of
+    ``ALL_AT_ONCE``), during which the ``rollback_alarms`` of that endpoint roll it back;
+    ``termination_wait_s`` keeps the old fleet after the last step;
+    ``max_execution_timeout_s`` bounds the whole deployment.
+    """
+
+    traffic_shifting: Literal["ALL_AT_ONCE", "CANARY", "LINEAR"]
+    canary_size_percent: Annotated[int, Field(ge=1, le=50)] | None = None
+    linear_step_percent: Annotated[int, Field(ge=10, le=50)] | None = None
+    wait_interval_s: Annotated[int, Field(ge=0, le=3600)]
+    termination_wait_s: Annotated[int, Field(ge=0, le=3600)]
+    max_execution_timeout_s: Annotated[
+        int, Field(ge=MAX_EXECUTION_TIMEOUT_RANGE[0], le=MAX_EXECUTION_TIMEOUT_RANGE[1])
+    ]
+    rollback_alarms: Annotated[tuple[EndpointAlarmKind, ...], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _step_size_matches_mode(self) -> RolloutConfig:
+        mode = self.traffic_shifting
+        for field, owner in (("canary_size_percent", "CANARY"), ("linear_step_percent", "LINEAR")):
+            if mode == owner and getattr(self, field) is None:
+                raise ValueError(f"{field}: required when traffic_shifting is {mode}")
+            if mode != owner and getattr(self, field) is not None:
+                raise ValueError(
+                    f"{field}: only meaningful with traffic_shifting {owner!r}, not {mode!r}"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _rollback_alarms_judge_health(self) -> RolloutConfig:
+        if len(set(self.rollback_alarms)) != len(self.rollback_alarms):
+            raise ValueError("rollback_alarms: each alarm at most once")
+        capacity = sorted(NOT_ROLLBACK_ALARMS.intersection(self.rollback_alarms))
+        if capacity:
+            raise ValueError(
+                f"rollback_alarms: {', '.join(capacity)} measures capacity, not the new fleet's "
+                "health; it cannot roll a deployment back"
+            )
+        return self
+
+    @property
+    def baking_periods(self) -> int:
+        """How many baking periods a deployment waits through, at most (conservative)."""
+        if self.traffic_shifting == "LINEAR":
+            assert self.linear_step_percent is not None
+            return -(-100 // self.linear_step_percent)
+        return 2 if self.traffic_shifting == "CANARY" else 1
+
+
+class NotificationsConfig(_Frozen):
+    """Who the environment's alarm topic notifies."""
+
+    emails: tuple[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")], ...] = ()
+    https_endpoints: tuple[Annotated[str, Field(pattern=r"^https://[^\s]+$")], ...] = ()
+
+    @model_validator(mode="after")
+    def _someone_listens(self) -> NotificationsConfig:
+        if not self.emails and not self.https_endpoints:
+            raise ValueError(
+                "emails/https_endpoints: at least one subscriber, or alarms reach nobody"
+            )
+        return self
+
+
+class ThresholdsConfig(_Frozen):
+    """Alarm thresholds of the environment (the endpoints' 5xx and p90 sit with each endpoint)."""
+
+    # /aws/sagemaker/Endpoints reports per instance, summed over its GPUs: the alarms scale
+    # these per-GPU percentages by the instance's GPU count.
+    gpu_utilization_percent: Annotated[int, Field(ge=1, le=100)]
+    gpu_memory_percent: Annotated[int, Field(ge=1, le=100)]
+    gpu_sustained_minutes: Annotated[int, Field(ge=5, le=120, multiple_of=5)]
+    instances_at_max_minutes: Annotated[int, Field(ge=5, le=240, multiple_of=5)]
+    lambda_errors_per_5min: Annotated[int, Field(ge=1)]
+    lambda_throttles_per_5min: Annotated[int, Field(ge=1)]
+    lambda_duration_share_of_timeout: Annotated[float, Field(gt=0, le=1)]
+    api_5xx_per_5min: Annotated[int, Field(ge=1)]
+    api_latency_p99_ms: Annotated[int, Field(ge=1, le=900_000)]
+    dynamodb_throttles_per_5min: Annotated[int, Field(ge=1)]
+    dynamodb_system_errors_per_5min: Annotated[int, Field(ge=1)]
+    ttft_p99_ms: Annotated[int, Field(ge=1)]
+    moderation_failed_closed_per_5min: Annotated[int, Field(ge=1)]
+    content_filter_endings_per_5min: Annotated[int, Field(ge=1)]
+
+
+class OperationsConfig(_Frozen):
+    """Roll-outs, alarm notifications and thresholds of one environment."""
+
+    notifications: NotificationsConfig
+    rollout: RolloutConfig
+    thresholds: ThresholdsConfig
+
+    def rollback_window_s(self, alarm: EndpointAlarmKind) -> int:
+        """Shortest time ``alarm`` needs to go off: its datapoints to alarm times its period."""
+        if alarm in ("gpu_memory", "gpu_utilization"):
+            return self.thresholds.gpu_sustained_minutes * 60
+        # model_latency_p90 alarms on 2 of 3 five-minute periods, invocation_5xx on one.
+        return ENDPOINT_ALARM_PERIOD_S * (2 if alarm == "model_latency_p90" else 1)
+
+
 class ModelShape(_Frozen):
     """The chat model's architecture, as its ``config.json`` gives it (for the memory rule)."""
 
@@ -568,6 +684,7 @@ class EnvironmentConfig(_Frozen):
     moderation: EndpointSettings
     front_door: FrontDoorConfig
     hosting: HostingConfig = HostingConfig(mode="endpoints")
+    operations: OperationsConfig
     # Absent: the environment has no customization stack.
     customization: CustomizationConfig | None = None
     # Absent: public AWS networking (endpoints, Lambda and downloads outside any VPC).
@@ -635,6 +752,68 @@ class EnvironmentConfig(_Frozen):
                 raise ValueError(
                     f"chat.model.model_package_arn: {field} {match[field]} is not this "
                     f"environment's {expected}"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _rollout_fits_endpoints(self) -> EnvironmentConfig:
+        rollout = self.operations.rollout
+        prefix = "operations.rollout"
+        for role, endpoint in (("chat", self.chat), ("moderation", self.moderation)):
+            count = endpoint.initial_instance_count
+            percent = rollout.canary_size_percent or rollout.linear_step_percent
+            if percent is not None:
+                field = (
+                    "canary_size_percent"
+                    if rollout.traffic_shifting == "CANARY"
+                    else "linear_step_percent"
+                )
+                if count < 2:
+                    raise ValueError(
+                        f"{prefix}.traffic_shifting: {rollout.traffic_shifting} needs at least 2 "
+                        f"instances to shift a share of; {role}.initial_instance_count is {count} "
+                        "(use ALL_AT_ONCE)"
+                    )
+                if percent * count < 100:
+                    raise ValueError(
+                        f"{prefix}.{field}: {percent}% of {role}'s {count} instances is less than "
+                        "one instance"
+                    )
+            # The green fleet downloads and starts before any traffic step begins.
+            needed = (
+                endpoint.model_data_download_timeout_s
+                + endpoint.container_startup_health_check_timeout_s
+                + rollout.baking_periods * rollout.wait_interval_s
+                + rollout.termination_wait_s
+            )
+            if rollout.max_execution_timeout_s < needed:
+                raise ValueError(
+                    f"{prefix}.max_execution_timeout_s: {rollout.max_execution_timeout_s} s does "
+                    f"not cover {role}'s download ({endpoint.model_data_download_timeout_s} s) + "
+                    f"start-up ({endpoint.container_startup_health_check_timeout_s} s) + "
+                    f"{rollout.baking_periods} baking period(s) of {rollout.wait_interval_s} s + "
+                    f"termination wait ({rollout.termination_wait_s} s) = {needed} s"
+                )
+        for alarm in rollout.rollback_alarms:
+            window = self.operations.rollback_window_s(alarm)
+            if rollout.wait_interval_s < window:
+                raise ValueError(
+                    f"{prefix}.wait_interval_s: a {rollout.wait_interval_s} s baking period ends "
+                    f"before rollback alarm {alarm} can go off ({window} s)"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _gpu_memory_alarm_above_preallocation(self) -> EnvironmentConfig:
+        # vLLM reserves gpu_memory_utilization of every GPU at start: that much is the baseline.
+        threshold = self.operations.thresholds.gpu_memory_percent
+        for role, endpoint in (("chat", self.chat), ("moderation", self.moderation)):
+            reserved = endpoint.model.gpu_memory_utilization * 100
+            if threshold <= reserved:
+                raise ValueError(
+                    f"operations.thresholds.gpu_memory_percent: {threshold}% would always be in "
+                    f"alarm: {role}'s engine reserves {reserved:g}% of GPU memory at start "
+                    f"({role}.model.gpu_memory_utilization)"
                 )
         return self
 

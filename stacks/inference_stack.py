@@ -6,10 +6,12 @@ from pathlib import Path
 from typing import Any
 
 from aws_cdk import IgnoreMode, Stack
+from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ecr_assets as ecr_assets
 from constructs import Construct
 
-from stacks.config import EndpointSettings, HostingConfig
+from stacks.config import EndpointSettings, HostingConfig, OperationsConfig
+from stacks.constructs.alarm_topic import AlarmTopic
 from stacks.constructs.build_context import repository_context_excludes
 from stacks.constructs.component_scaling import ComponentScaling
 from stacks.constructs.hosted_model import HostedModel
@@ -50,6 +52,10 @@ class InferenceStack(Stack):
         The model-assets bucket of the stateful stack.
     network:
         The environment's private network, where it has one: endpoints run isolated in it.
+    operations:
+        Roll-out settings and alarm thresholds of the environment.
+    alarm_topic:
+        The environment's alarm topic (stateful stack).
     termination_protection:
         Protect the stack from deletion.
     **stack_kwargs:
@@ -70,6 +76,8 @@ class InferenceStack(Stack):
         hosting: HostingConfig,
         assets_bucket: ModelAssetsBucket,
         network: PrivateNetwork | None = None,
+        operations: OperationsConfig,
+        alarm_topic: AlarmTopic,
         termination_protection: bool,
         **stack_kwargs: Any,
     ) -> None:
@@ -107,6 +115,8 @@ class InferenceStack(Stack):
                     artifacts=artifacts,
                     assets_bucket=assets_bucket,
                     network=network,
+                    operations=operations,
+                    alarm_topic=alarm_topic,
                 )
                 continue
             assert settings.component is not None  # validated with the hosting mode
@@ -131,6 +141,11 @@ class InferenceStack(Stack):
                 copies=settings.component,
                 scale_to_zero=zero,
             )
+            # Every alarm notifies someone: the component's own and its scaling alarms too.
+            for scope in (component, self.scaling[role]):
+                for alarm in scope.node.find_all():
+                    if isinstance(alarm, cloudwatch.Alarm):
+                        alarm_topic.notify(alarm)
 
     @property
     def chat(self) -> HostedModel:

@@ -1,4 +1,4 @@
-"""One CDK Stage per environment: stateful, inference, front-door and customization stacks."""
+"""One CDK Stage per environment: stateful, inference, front door, monitoring, customization."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from stacks.customization_stack import CustomizationStack
 from stacks.front_door_stack import FrontDoorStack
 from stacks.inference_stack import InferenceStack
 from stacks.isolation import refuse_network_dependencies
+from stacks.monitoring_stack import MonitoringStack
 from stacks.network_stack import NetworkStack
 from stacks.stateful_stack import StatefulStack
 
@@ -77,7 +78,8 @@ class ChatbotStage(Stage):
             "Stateful",
             env_name=config.name,
             protect_data=config.protect_data,
-            description=f"chatbot {config.name}: session table and model-assets bucket",
+            notifications=config.operations.notifications,
+            description=f"chatbot {config.name}: session table, model-assets bucket, alarm topic",
         )
         self.network: NetworkStack | None = None
         if config.network is not None:
@@ -105,6 +107,8 @@ class ChatbotStage(Stage):
             hosting=config.hosting,
             assets_bucket=self.stateful.model_assets,
             network=network,
+            operations=config.operations,
+            alarm_topic=self.stateful.alarm_topic,
             termination_protection=config.protect_data,
             description=f"chatbot {config.name}: SageMaker chat and moderation endpoints",
         )
@@ -124,6 +128,21 @@ class ChatbotStage(Stage):
         )
         # The endpoints read weights from the bucket by name, which CloudFormation cannot see.
         self.inference.add_stack_dependency(self.stateful)
+        self.monitoring = MonitoringStack(
+            self,
+            "Monitoring",
+            env_name=config.name,
+            thresholds=config.operations.thresholds,
+            front_door_settings=config.front_door,
+            front_door=self.front_door.front_door,
+            sessions=self.stateful.sessions,
+            endpoints=list(self.inference.endpoints.values()),
+            alarm_topic=self.stateful.alarm_topic,
+            termination_protection=config.protect_data,
+            description=f"chatbot {config.name}: alarms, composite alarm and dashboard",
+        )
+        # The composite alarm and the dashboard name the endpoints' alarms.
+        self.monitoring.add_stack_dependency(self.inference)
         self.customization: CustomizationStack | None = None
         if config.customization is not None:
             self.customization = CustomizationStack(

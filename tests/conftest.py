@@ -15,6 +15,8 @@ os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+# No X-Ray daemon here: the front door's tracer stays off (and patches nothing).
+os.environ["POWERTOOLS_TRACE_DISABLED"] = "true"
 
 
 import pytest  # noqa: E402 - the environment above must be set before anything imports boto3

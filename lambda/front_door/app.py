@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from front_door.api_router import router
 from front_door.error_handlers import install_error_handlers
+from front_door.observability import install_tracing
 from front_door.settings import Settings
 
 
@@ -74,6 +75,7 @@ def build_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
+    install_tracing(app)
     app.include_router(router)
     return app
 

@@ -13,10 +13,12 @@ import anyio
 import anyio.to_thread
 
 from chatbot_contracts.container import Details, FinalEvent, StreamEvent, TokenEvent
+from chatbot_contracts.metrics import Metric
 from front_door.endpoint_client import ContainerStream, EndpointClient
 from front_door.errors import (
     FrontDoorError,
     InvalidRequestError,
+    ModerationUnavailableError,
     RequestTooLargeError,
     StreamInterruptedError,
 )
@@ -195,8 +197,11 @@ class ChatService:
         )
         try:
             verdict = await self._moderator.classify("\n".join(m.text() for m in request.messages))
-        except BaseException:  # fail closed; a cancelled request closes the stream too
+        except BaseException as exc:  # fail closed; a cancelled request closes the stream too
             self._close_when_open(opening)
+            if isinstance(exc, ModerationUnavailableError):
+                failed = Metric.MODERATION_FAILED_CLOSED
+                metrics.add(failed, failed.unit, 1)
             raise
         metrics.add("ModerationChecks", "Count", 1)
         stream: ContainerStream | None = None
@@ -264,6 +269,8 @@ class ChatService:
                     yield Delta(delta)
             if outcome.blocked:
                 outcome.finish_reason = "content_filter"
+                ended = Metric.CONTENT_FILTER_ENDINGS
+                turn.metrics.add(ended, ended.unit, 1)
                 yield Delta(self._settings.refusal_text)
             outcome.incomplete = False
             await self._persist(turn, outcome)
@@ -276,6 +283,9 @@ class ChatService:
             )
         except FrontDoorError as exc:
             turn.metrics.add("Errors", "Count", 1)
+            if isinstance(exc, ModerationUnavailableError):  # output moderation failed closed
+                failed = Metric.MODERATION_FAILED_CLOSED
+                turn.metrics.add(failed, failed.unit, 1)
             get_logger().warning("turn failed", extra={"code": exc.code, "error": exc.message})
             if not outcome.persisted:
                 outcome.incomplete = True
@@ -470,6 +480,8 @@ class ChatService:
             ),
             limiter=self._limiter,
         )
+        if turn.expected_count is None:  # the turn's first write created its session
+            turn.metrics.add(Metric.SESSIONS_CREATED, Metric.SESSIONS_CREATED.unit, 1)
 
     async def _persist_quietly(self, turn: Turn, outcome: _Outcome) -> None:
         try:

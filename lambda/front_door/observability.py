@@ -1,15 +1,20 @@
-"""Powertools structured logging (request and session ids) and per-request EMF metrics."""
+"""Powertools logging (request and session ids), per-request EMF metrics and X-Ray tracing."""
 
 from __future__ import annotations
 
 import os
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from chatbot_contracts.metrics import METRICS_NAMESPACE, SERVICE_NAME
 
 if TYPE_CHECKING:
-    from aws_lambda_powertools import Logger
+    from aws_lambda_powertools import Logger, Tracer
+
+# The Lambda Web Adapter runs the app as its own process: Lambda's per-invocation trace id
+# reaches it as this request header, not as the _X_AMZN_TRACE_ID variable X-Ray's SDK reads.
+TRACE_HEADER = b"x-amzn-trace-id"
+TRACE_ID_VARIABLE = "_X_AMZN_TRACE_ID"
 
 
 @cache
@@ -18,6 +23,71 @@ def get_logger() -> Logger:
     from aws_lambda_powertools import Logger
 
     return Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", SERVICE_NAME))
+
+
+@cache
+def get_tracer() -> Tracer:
+    """The process's X-Ray tracer; boto3 calls (SageMaker, DynamoDB) become subsegments.
+
+    ``POWERTOOLS_TRACE_DISABLED=true`` (locally, in tests) disables it: no daemon is needed
+    and nothing is patched.
+    """
+    from aws_lambda_powertools import Tracer
+
+    return Tracer(
+        service=os.environ.get("POWERTOOLS_SERVICE_NAME", SERVICE_NAME),
+        patch_modules=["botocore"],
+    )
+
+
+def tracing_enabled() -> bool:
+    """Whether X-Ray tracing is on (off when ``POWERTOOLS_TRACE_DISABLED`` is true)."""
+    return os.environ.get("POWERTOOLS_TRACE_DISABLED", "").lower() != "true"
+
+
+def install_tracing(app: Any) -> bool:
+    """Trace ``app``'s AWS calls unless tracing is disabled.
+
+    Parameters
+    ----------
+    app
+        The FastAPI app; gains :class:`TraceHeaderMiddleware`.
+
+    Returns
+    -------
+    bool
+        Whether tracing was installed.
+    """
+    if not tracing_enabled():
+        return False
+    get_tracer()  # patches botocore once per process
+    app.add_middleware(TraceHeaderMiddleware)
+    return True
+
+
+class TraceHeaderMiddleware:
+    """ASGI middleware: hand each request's X-Ray trace header to the X-Ray SDK.
+
+    Lambda runs one request at a time per execution environment, so the process-wide
+    variable belongs to the request being served.
+
+    Parameters
+    ----------
+    app
+        The ASGI app to wrap.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Set ``_X_AMZN_TRACE_ID`` from the request's header, then serve it."""
+        if scope["type"] == "http":
+            for name, value in scope.get("headers", ()):
+                if name == TRACE_HEADER:
+                    os.environ[TRACE_ID_VARIABLE] = value.decode("latin-1")
+                    break
+        await self.app(scope, receive, send)
 
 
 def bind_log_context(**keys: str | None) -> None:

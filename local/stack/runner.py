@@ -76,6 +76,7 @@ def stack_environment(
             "AWS_DEFAULT_REGION": config.region,
             "AWS_REGION": config.region,
             "AWS_EC2_METADATA_DISABLED": "true",
+            "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon locally
             "CHATBOT_CHAT_ENDPOINT": config.chat_endpoint,
             "CHATBOT_MODERATION_ENDPOINT": config.moderation_endpoint,
             "CHATBOT_SESSION_TABLE": config.table_name,

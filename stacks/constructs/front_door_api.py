@@ -120,10 +120,19 @@ class FrontDoorApi(Construct):
             role=self.role,
             log_group=self.log_group,
             logging_format=LAMBDA_LOGGING_FORMAT,
+            tracing=lambda_.Tracing.ACTIVE,
             environment=self._environment(settings, chat, moderation, sessions, wake_retry_after_s),
             vpc=network.vpc if network is not None else None,
             vpc_subnets=network.subnet_selection if network is not None else None,
             security_groups=[network.function_security_group] if network is not None else None,
+        )
+        Validations.of(self.role).acknowledge(
+            Acknowledgment(
+                id="AwsSolutions::AwsSolutions-IAM5[Resource::*]",
+                reason="Active tracing: xray:PutTraceSegments and xray:PutTelemetryRecords have "
+                "no resource-level permissions; every other statement of this role names its "
+                "resources.",
+            )
         )
         chat.grant_invoke(self.function)
         moderation.grant_invoke(self.function)

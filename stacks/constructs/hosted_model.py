@@ -8,7 +8,7 @@ from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sagemaker as sagemaker
 
-from stacks.config import EndpointSettings
+from stacks.config import EndpointAlarmKind, EndpointSettings
 
 __all__ = ["HostedModel"]
 
@@ -40,9 +40,23 @@ class HostedModel(Protocol):
     role: iam.Role
     cfn_model: sagemaker.CfnModel
     alarms: list[cloudwatch.Alarm]
+    # Alarm names by kind (literal, for the monitoring stack's composite alarm).
+    alarm_names: dict[EndpointAlarmKind, str]
 
     def container_environment(self) -> dict[str, str]:
         """The container's ``OPTION_*`` variables."""
+        ...
+
+    def metric(self, metric_name: str, *, statistic: str) -> cloudwatch.Metric:
+        """An ``AWS/SageMaker`` metric of the model (its endpoint variant or its component)."""
+        ...
+
+    def instance_metric(self, metric_name: str) -> cloudwatch.Metric:
+        """An ``/aws/sagemaker/Endpoints`` average over the instances (GPU, CPU)."""
+        ...
+
+    def metric_instance_count(self) -> cloudwatch.Metric:
+        """Instances in service."""
         ...
 
     def grant_invoke(self, grantee: iam.IGrantable) -> iam.Grant:

@@ -9,7 +9,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
-from stacks.config import EndpointSettings
+from stacks.config import EndpointAlarmKind, EndpointSettings
 from stacks.constructs.model_assets_bucket import ModelAssetsBucket
 from stacks.constructs.nag_ids import nag_resource_id
 from stacks.constructs.private_network import PrivateNetwork
@@ -144,6 +144,11 @@ class InferenceComponentEndpoint(Construct):
         )
         self.endpoint_arn = self.cfn_endpoint.ref
 
+        # Literal names, so that the monitoring stack's composite alarm needs no export.
+        self.alarm_names: dict[EndpointAlarmKind, str] = {
+            kind: f"{endpoint_name}-{kind.replace('_', '-')}"
+            for kind in ("invocation_5xx", "model_latency_p90")
+        }
         self.alarms = self._add_alarms()
         self.cfn_component = sagemaker.CfnInferenceComponent(
             self,
@@ -251,10 +256,37 @@ class InferenceComponentEndpoint(Construct):
             period=period or Duration.minutes(5),
         )
 
+    def instance_metric(self, metric_name: str) -> cloudwatch.Metric:
+        """An ``/aws/sagemaker/Endpoints`` average over the endpoint's instances (GPU, CPU)."""
+        return cloudwatch.Metric(
+            namespace=_LOG_PREFIXES[0],
+            metric_name=metric_name,
+            dimensions_map={
+                "EndpointName": self.endpoint_name,
+                "VariantName": COMPONENT_VARIANT_NAME,
+            },
+            statistic="Average",
+            period=Duration.minutes(5),
+        )
+
+    def metric_instance_count(self) -> cloudwatch.Metric:
+        """Instances in service: SageMaker publishes no count, so one CPU sample per instance."""
+        return cloudwatch.Metric(
+            namespace=_LOG_PREFIXES[0],
+            metric_name="CPUUtilization",
+            dimensions_map={
+                "EndpointName": self.endpoint_name,
+                "VariantName": COMPONENT_VARIANT_NAME,
+            },
+            statistic="SampleCount",
+            period=Duration.minutes(1),
+        )
+
     def _add_alarms(self) -> list[cloudwatch.Alarm]:
         errors = cloudwatch.Alarm(
             self,
             "Invocation5xxAlarm",
+            alarm_name=self.alarm_names["invocation_5xx"],
             alarm_description=f"{self.endpoint_name}: model container returned 5xx",
             metric=self.metric("Invocation5XXErrors", statistic="Sum"),
             threshold=self.settings.error_alarm_5xx_per_5min,
@@ -265,6 +297,7 @@ class InferenceComponentEndpoint(Construct):
         latency = cloudwatch.Alarm(
             self,
             "ModelLatencyAlarm",
+            alarm_name=self.alarm_names["model_latency_p90"],
             alarm_description=f"{self.endpoint_name}: p90 model latency above threshold",
             # ModelLatency is reported in microseconds.
             metric=self.metric("ModelLatency", statistic="p90"),

@@ -1,4 +1,4 @@
-"""L3 construct: one SageMaker real-time LLM endpoint with its role, scaling and alarms."""
+"""L3 construct: one SageMaker real-time LLM endpoint: role, scaling, alarms and roll-out."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
-from stacks.config import EndpointSettings
+from stacks.config import EndpointAlarmKind, EndpointSettings, OperationsConfig
+from stacks.constructs.alarm_topic import AlarmTopic
 from stacks.constructs.model_assets_bucket import ModelAssetsBucket
 from stacks.constructs.nag_ids import nag_resource_id
 from stacks.constructs.private_network import PrivateNetwork
@@ -22,6 +23,9 @@ __all__ = ["INVOKE_ACTIONS", "VARIANT_NAME", "LlmEndpoint"]
 VARIANT_NAME = "AllTraffic"
 INVOKE_ACTIONS = ("sagemaker:InvokeEndpoint", "sagemaker:InvokeEndpointWithResponseStream")
 _ENDPOINT_METRICS_NAMESPACE = "/aws/sagemaker/Endpoints"
+_ALARM_PERIOD = Duration.minutes(5)
+# Each instance reports CPUUtilization once a minute: a minute's sample count is the fleet size.
+_INSTANCE_COUNT_PERIOD = Duration.minutes(1)
 
 
 class LlmEndpoint(Construct):
@@ -44,6 +48,10 @@ class LlmEndpoint(Construct):
         Bucket holding the weights under ``settings.model.serving_prefix``.
     network:
         Where given, the hosts run network-isolated in its private subnets.
+    operations:
+        The environment's roll-out settings and alarm thresholds.
+    alarm_topic:
+        Where every alarm of this endpoint sends its ALARM and OK transitions.
     """
 
     def __init__(
@@ -57,12 +65,15 @@ class LlmEndpoint(Construct):
         artifacts: ServingArtifacts,
         assets_bucket: ModelAssetsBucket,
         network: PrivateNetwork | None = None,
+        operations: OperationsConfig,
+        alarm_topic: AlarmTopic,
     ) -> None:
         super().__init__(scope, construct_id)
         self.endpoint_name = endpoint_name
         # A single-model endpoint: invocations name no inference component.
         self.component_name: str | None = None
         self.settings = settings
+        self.operations = operations
 
         self.artifacts = artifacts
         served = add_served_model(
@@ -113,22 +124,71 @@ class LlmEndpoint(Construct):
                     "such instances.",
                 )
             )
+        self.alarms_by_kind = self._add_alarms()
+        for alarm in self.alarms_by_kind.values():
+            alarm_topic.notify(alarm)
+        self.alarms = list(self.alarms_by_kind.values())
+        # Literal names, for other stacks (a reference to the alarm would export its ARN).
+        self.alarm_names: dict[EndpointAlarmKind, str] = {
+            kind: self._alarm_name(kind) for kind in self.alarms_by_kind
+        }
+        self.rollback_alarms = [
+            self.alarms_by_kind[kind] for kind in operations.rollout.rollback_alarms
+        ]
         self.cfn_endpoint = sagemaker.CfnEndpoint(
             self,
             "Endpoint",
             endpoint_name=endpoint_name,
             endpoint_config_name=self.cfn_endpoint_config.attr_endpoint_config_name,
+            deployment_config=self._deployment_config(),
         )
+        # The rollback alarms are named, not referenced: they must exist before the endpoint.
+        for alarm in self.rollback_alarms:
+            self.cfn_endpoint.node.add_dependency(alarm)
         self.endpoint_arn = self.cfn_endpoint.ref
 
         self.scalable_target: appscaling.ScalableTarget | None = None
         if settings.scaling is not None:
             self.scalable_target = self._add_autoscaling()
-        self.alarms = self._add_alarms()
 
     def container_environment(self) -> dict[str, str]:
         """The ``OPTION_*`` variables of docs/interfaces.md, visible in ``cdk diff``."""
         return container_environment(self.settings, self.artifacts)
+
+    def _deployment_config(self) -> sagemaker.CfnEndpoint.DeploymentConfigProperty:
+        """Blue/green with the environment's traffic shifting, rolled back by its own alarms."""
+        rollout = self.operations.rollout
+
+        def percent(value: int | None) -> sagemaker.CfnEndpoint.CapacitySizeProperty | None:
+            if value is None:
+                return None
+            return sagemaker.CfnEndpoint.CapacitySizeProperty(type="CAPACITY_PERCENT", value=value)
+
+        # SageMaker reads the rollback alarms' state with the endpoint's execution role.
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["cloudwatch:DescribeAlarms"],
+                resources=[alarm.alarm_arn for alarm in self.rollback_alarms],
+            )
+        )
+        return sagemaker.CfnEndpoint.DeploymentConfigProperty(
+            blue_green_update_policy=sagemaker.CfnEndpoint.BlueGreenUpdatePolicyProperty(
+                traffic_routing_configuration=sagemaker.CfnEndpoint.TrafficRoutingConfigProperty(
+                    type=rollout.traffic_shifting,
+                    wait_interval_in_seconds=rollout.wait_interval_s,
+                    canary_size=percent(rollout.canary_size_percent),
+                    linear_step_size=percent(rollout.linear_step_percent),
+                ),
+                termination_wait_in_seconds=rollout.termination_wait_s,
+                maximum_execution_timeout_in_seconds=rollout.max_execution_timeout_s,
+            ),
+            auto_rollback_configuration=sagemaker.CfnEndpoint.AutoRollbackConfigProperty(
+                alarms=[
+                    sagemaker.CfnEndpoint.AlarmProperty(alarm_name=alarm.alarm_name)
+                    for alarm in self.rollback_alarms
+                ]
+            ),
+        )
 
     def _grant_own_logs_and_metrics(self) -> None:
         log_group_arn = (
@@ -203,40 +263,136 @@ class LlmEndpoint(Construct):
         )
         return target
 
-    def metric(self, metric_name: str, *, statistic: str) -> cloudwatch.Metric:
-        """A 5-minute ``AWS/SageMaker`` metric of this endpoint's variant."""
+    def metric(
+        self,
+        metric_name: str,
+        *,
+        statistic: str,
+        namespace: str = "AWS/SageMaker",
+        period: Duration = _ALARM_PERIOD,
+    ) -> cloudwatch.Metric:
+        """A metric of this endpoint's variant (``AWS/SageMaker`` or the instance namespace).
+
+        Parameters
+        ----------
+        metric_name:
+            E.g. ``Invocations``, ``ModelLatency``, ``GPUUtilization``.
+        statistic:
+            E.g. ``Sum``, ``p90``, ``Average``, ``SampleCount``.
+        namespace:
+            ``AWS/SageMaker`` (invocations, latency) or ``/aws/sagemaker/Endpoints``
+            (instance CPU, memory and GPU).
+        period:
+            Aggregation period; default five minutes.
+
+        Returns
+        -------
+        cloudwatch.Metric
+            The metric, with ``EndpointName`` and ``VariantName`` dimensions.
+        """
         return cloudwatch.Metric(
-            namespace="AWS/SageMaker",
+            namespace=namespace,
             metric_name=metric_name,
             dimensions_map={"EndpointName": self.endpoint_name, "VariantName": VARIANT_NAME},
             statistic=statistic,
-            period=Duration.minutes(5),
+            period=period,
         )
 
-    def _add_alarms(self) -> list[cloudwatch.Alarm]:
-        errors = cloudwatch.Alarm(
+    def instance_metric(self, metric_name: str) -> cloudwatch.Metric:
+        """An ``/aws/sagemaker/Endpoints`` average over the variant's instances (GPU, CPU)."""
+        return self.metric(metric_name, statistic="Average", namespace=_ENDPOINT_METRICS_NAMESPACE)
+
+    def metric_instance_count(self) -> cloudwatch.Metric:
+        """Instances in service: SageMaker publishes no count, so one CPU sample per instance."""
+        return self.metric(
+            "CPUUtilization",
+            statistic="SampleCount",
+            namespace=_ENDPOINT_METRICS_NAMESPACE,
+            period=_INSTANCE_COUNT_PERIOD,
+        )
+
+    def _alarm_name(self, kind: EndpointAlarmKind) -> str:
+        return f"{self.endpoint_name}-{kind.replace('_', '-')}"
+
+    def _alarm(
+        self,
+        kind: EndpointAlarmKind,
+        description: str,
+        metric: cloudwatch.IMetric,
+        threshold: float,
+        *,
+        evaluation_periods: int,
+        datapoints_to_alarm: int | None = None,
+        comparison: cloudwatch.ComparisonOperator = (
+            cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD
+        ),
+    ) -> cloudwatch.Alarm:
+        # Named: the endpoint's DeploymentConfig and the composite alarm refer to them by name.
+        return cloudwatch.Alarm(
             self,
-            "Invocation5xxAlarm",
-            alarm_description=f"{self.endpoint_name}: model container returned 5xx",
-            metric=self.metric("Invocation5XXErrors", statistic="Sum"),
-            threshold=self.settings.error_alarm_5xx_per_5min,
-            evaluation_periods=1,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            "".join(part.capitalize() for part in kind.split("_")) + "Alarm",
+            alarm_name=self._alarm_name(kind),
+            alarm_description=f"{self.endpoint_name}: {description}",
+            metric=metric,
+            threshold=threshold,
+            evaluation_periods=evaluation_periods,
+            datapoints_to_alarm=datapoints_to_alarm,
+            comparison_operator=comparison,
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
-        latency = cloudwatch.Alarm(
-            self,
-            "ModelLatencyAlarm",
-            alarm_description=f"{self.endpoint_name}: p90 model latency above threshold",
-            # ModelLatency is reported in microseconds.
-            metric=self.metric("ModelLatency", statistic="p90"),
-            threshold=self.settings.latency_alarm_p90_ms * 1000,
-            evaluation_periods=3,
-            datapoints_to_alarm=2,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-        )
-        return [errors, latency]
+
+    def _add_alarms(self) -> dict[EndpointAlarmKind, cloudwatch.Alarm]:
+        thresholds = self.operations.thresholds
+        gpus = self.settings.instance.gpu_count
+        gpu_periods = thresholds.gpu_sustained_minutes // 5
+        alarms: dict[EndpointAlarmKind, cloudwatch.Alarm] = {
+            "invocation_5xx": self._alarm(
+                "invocation_5xx",
+                "model container returned 5xx",
+                self.metric("Invocation5XXErrors", statistic="Sum"),
+                self.settings.error_alarm_5xx_per_5min,
+                evaluation_periods=1,
+                comparison=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            ),
+            "model_latency_p90": self._alarm(
+                "model_latency_p90",
+                "p90 model latency above threshold",
+                # ModelLatency is reported in microseconds.
+                self.metric("ModelLatency", statistic="p90"),
+                self.settings.latency_alarm_p90_ms * 1000,
+                evaluation_periods=3,
+                datapoints_to_alarm=2,
+            ),
+            # Per instance, the namespace sums its GPUs (0..100 x GPU count).
+            "gpu_memory": self._alarm(
+                "gpu_memory",
+                f"GPU memory above {thresholds.gpu_memory_percent}% for "
+                f"{thresholds.gpu_sustained_minutes} min",
+                self.instance_metric("GPUMemoryUtilization"),
+                thresholds.gpu_memory_percent * gpus,
+                evaluation_periods=gpu_periods,
+            ),
+            "gpu_utilization": self._alarm(
+                "gpu_utilization",
+                f"GPU utilization above {thresholds.gpu_utilization_percent}% for "
+                f"{thresholds.gpu_sustained_minutes} min",
+                self.instance_metric("GPUUtilization"),
+                thresholds.gpu_utilization_percent * gpus,
+                evaluation_periods=gpu_periods,
+            ),
+        }
+        scaling = self.settings.scaling
+        if scaling is not None:
+            alarms["instances_at_max"] = self._alarm(
+                "instances_at_max",
+                f"pinned at the scaling maximum of {scaling.max_instances} instances for "
+                f"{thresholds.instances_at_max_minutes} min",
+                self.metric_instance_count(),
+                scaling.max_instances,
+                evaluation_periods=thresholds.instances_at_max_minutes,
+                comparison=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            )
+        return alarms
 
     def grant_invoke(self, grantee: iam.IGrantable) -> iam.Grant:
         """Let ``grantee`` invoke this endpoint, with and without response streaming.

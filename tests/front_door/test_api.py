@@ -717,3 +717,47 @@ def test_logs_carry_request_and_session_ids_and_metrics_are_emitted(client, chai
         for metric in directive["Metrics"]
     }
     assert {"TimeToFirstToken", "TokensOut", "ModerationChecks", "Errors"} <= names
+
+
+def _emitted_names(capsys) -> list[str]:
+    out = capsys.readouterr().out
+    return [
+        metric["Name"]
+        for line in out.splitlines()
+        if '"_aws"' in line
+        for directive in json.loads(line)["_aws"]["CloudWatchMetrics"]
+        for metric in directive["Metrics"]
+    ]
+
+
+def test_moderation_failing_closed_emits_moderation_failed_closed(client, chain, capsys):
+    from chatbot_contracts.metrics import Metric
+
+    capsys.readouterr()
+    assert ask(client, "question-21").status_code == 200
+    assert Metric.MODERATION_FAILED_CLOSED not in _emitted_names(capsys)
+    chain.set_faults(moderation={"model_error": 5})
+    assert ask(client, "question-22").status_code == 503
+    assert Metric.MODERATION_FAILED_CLOSED in _emitted_names(capsys)
+
+
+def test_content_filter_ending_emits_content_filter_endings(client, capsys):
+    from chatbot_contracts.metrics import Metric
+
+    capsys.readouterr()
+    assert ask(client, "question-23").json()["choices"][0]["finish_reason"] == "stop"
+    assert Metric.CONTENT_FILTER_ENDINGS not in _emitted_names(capsys)
+    body = ask(client, f"please {FORBIDDEN} now").json()
+    assert body["choices"][0]["finish_reason"] == "content_filter"
+    assert _emitted_names(capsys).count(Metric.CONTENT_FILTER_ENDINGS) == 1
+
+
+def test_new_session_emits_sessions_created_and_a_continuation_does_not(client, capsys):
+    from chatbot_contracts.metrics import Metric
+
+    capsys.readouterr()
+    first = ask(client, "question-24").json()
+    assert _emitted_names(capsys).count(Metric.SESSIONS_CREATED) == 1
+    follow_up = ask(client, "question-25", session_id=first["session_id"])
+    assert follow_up.status_code == 200
+    assert Metric.SESSIONS_CREATED not in _emitted_names(capsys)

@@ -15,6 +15,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk.assertions import Match, Template
 
 from stacks.config import ENVIRONMENTS_CONTEXT_KEY, EndpointSettings, load_environment
+from stacks.constructs.alarm_topic import AlarmTopic
 from stacks.constructs.front_door_api import FrontDoorApi
 from stacks.constructs.llm_endpoint import LlmEndpoint
 from stacks.constructs.model_assets_bucket import ModelAssetsBucket
@@ -192,9 +193,8 @@ def test_artifacts_digest_ignores_mtimes_and_caches_but_not_content(tmp_path: Pa
 def _endpoint_settings(context: dict[str, Any], **changes: Any) -> EndpointSettings:
     raw = copy.deepcopy(context[ENVIRONMENTS_CONTEXT_KEY]["prod"]["chat"])
     raw.update(changes)
-    changed = copy.deepcopy(context)
-    changed[ENVIRONMENTS_CONTEXT_KEY]["prod"]["chat"] = raw
-    return load_environment(changed, "prod").chat
+    # The endpoint's own rules only: environment-wide ones (roll-out fit) are tested elsewhere.
+    return EndpointSettings.model_validate(raw)
 
 
 class TestLlmEndpoint:
@@ -206,6 +206,14 @@ class TestLlmEndpoint:
         root = tmp_path_factory.mktemp("artifacts")
         stack = Stack(App())
         bucket = ModelAssetsBucket(stack, "Assets", env_name="test", protect_data=False)
+        operations = load_environment(cdk_json_context, "prod").operations
+        topic = AlarmTopic(
+            stack,
+            "AlarmTopic",
+            env_name="test",
+            notifications=operations.notifications,
+            protect_data=False,
+        )
         image = ecr_assets.DockerImageAsset(
             stack,
             "Image",
@@ -229,6 +237,8 @@ class TestLlmEndpoint:
             image=image,
             artifacts=artifacts,
             assets_bucket=bucket,
+            operations=operations,
+            alarm_topic=topic,
         )
         ebs = _endpoint_settings(
             cdk_json_context,
@@ -245,6 +255,8 @@ class TestLlmEndpoint:
             image=image,
             artifacts=artifacts,
             assets_bucket=bucket,
+            operations=operations,
+            alarm_topic=topic,
         )
         caller = iam.Role(stack, "Caller", assumed_by=iam.AccountRootPrincipal())
         scaled.grant_invoke(caller)
@@ -430,6 +442,13 @@ class TestFrontDoorApi:
         for env in ("dev", "prod"):  # dev: IAM auth, prod: Cognito
             config = load_environment(cdk_json_context, env)
             stack = Stack(App())
+            topic = AlarmTopic(
+                stack,
+                "AlarmTopic",
+                env_name=env,
+                notifications=config.operations.notifications,
+                protect_data=False,
+            )
             bucket = ModelAssetsBucket(stack, "Assets", env_name=env, protect_data=False)
             table = SessionTable(stack, "Sessions", protect_data=False)
             image = ecr_assets.DockerImageAsset(
@@ -456,6 +475,8 @@ class TestFrontDoorApi:
                     image=image,
                     artifacts=artifacts,
                     assets_bucket=bucket,
+                    operations=config.operations,
+                    alarm_topic=topic,
                 )
             FrontDoorApi(
                 stack,

@@ -12,7 +12,7 @@ from syrupy.extensions.json import JSONSnapshotExtension
 
 from tests.infra.conftest import ENVIRONMENTS, REPO_ROOT, Synthesized, mask_hashes, synthesize_all
 
-STACKS = ("Stateful", "Inference", "FrontDoor")
+STACKS = ("Stateful", "Inference", "FrontDoor", "Monitoring")
 # Every environment customizes its chat model (cdk.json; docs/customize.md); staging and prod
 # run in a private network (cdk.json `network`), dev on public networking.
 STACKS_BY_ENV = {
