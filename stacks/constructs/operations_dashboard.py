@@ -168,6 +168,12 @@ class OperationsDashboard(Construct):
                     front_door_metric(Metric.SESSIONS_CREATED, statistic="Sum"),
                     front_door_metric(Metric.CONTENT_FILTER_ENDINGS, statistic="Sum"),
                 ],
+                # A model scaled to zero answering 503 while it wakes; session deletes that
+                # left messages behind for the TTL to remove.
+                right=[
+                    front_door_metric(Metric.MODEL_WAKING_UP, statistic="Sum"),
+                    front_door_metric(Metric.SESSION_DELETE_INCOMPLETE, statistic="Sum"),
+                ],
             ),
             _graph(
                 "Lambda concurrency vs reserved",

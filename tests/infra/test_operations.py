@@ -278,12 +278,18 @@ def test_guard_every_alarm_notifies_on_alarm_and_ok(synthesized: Synthesized, en
         if not alarm["Properties"].get("AlarmActions") or not alarm["Properties"].get("OKActions")
     ]
     assert missing == []
-    topics = {
+    # Every alarm notifies the Stateful stack's topic (a Ref there, an import elsewhere); the
+    # scale-to-zero alarms also drive their scaling policies.
+    topic_actions = {
         json.dumps(action)
         for alarm in alarms.values()
         for action in alarm["Properties"]["AlarmActions"] + alarm["Properties"]["OKActions"]
+        if "AlarmTopic" in json.dumps(action)
     }
-    assert len(topics) <= 2  # the Stateful stack's topic: a Ref there, an import elsewhere
+    assert len(topic_actions) <= 2
+    for name, alarm in alarms.items():
+        for key in ("AlarmActions", "OKActions"):
+            assert any("AlarmTopic" in json.dumps(a) for a in alarm["Properties"][key]), name
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
@@ -293,6 +299,18 @@ def test_guard_every_endpoint_has_a_deployment_config_with_rollback(
     endpoints = _all(synthesized, env, "AWS::SageMaker::Endpoint")
     assert len(endpoints) == 2
     alarm_ids = set(_resources(synthesized.templates[env]["Inference"], "AWS::CloudWatch::Alarm"))
+    components = _all(synthesized, env, "AWS::SageMaker::InferenceComponent")
+    if components:
+        # Inference components roll out through their own DeploymentConfig (rolling, copy by
+        # copy) with auto-rollback on their alarms; the endpoint config then names no model.
+        assert len(components) == 2
+        for name, component in components.items():
+            config = component["Properties"]["DeploymentConfig"]
+            assert config["RollingUpdatePolicy"]["MaximumBatchSize"]["Value"] >= 1, name
+            rollback = config["AutoRollbackConfiguration"]["Alarms"]
+            assert rollback, name
+            assert {a["AlarmName"]["Ref"] for a in rollback} <= alarm_ids
+        return
     for name, endpoint in endpoints.items():
         config = endpoint["Properties"].get("DeploymentConfig")
         assert config, name
