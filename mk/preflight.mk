@@ -13,3 +13,9 @@ preflight-policy: setup ## Print the read-only IAM policy `make preflight` needs
 
 test-preflight: setup ## Only the preflight tests
 	$(VENV)/bin/pytest tests/preflight --durations=10
+
+check-images: setup ## Resolve each image's requirements on its base/platform with pip (dry run, needs PyPI)
+	$(PY) -m preflight images
+
+check-engine-args: setup ## Parse every environment's vLLM argv with the pinned vLLM (side venv in .cache/)
+	$(PY) -m preflight engine-args

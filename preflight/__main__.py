@@ -55,6 +55,20 @@ def _policy(_: argparse.Namespace) -> int:
     return 0
 
 
+def _images(_: argparse.Namespace) -> int:
+    from preflight.images import check_images
+    from preflight.report import exit_code, print_results
+
+    return exit_code(print_results(check_images()))
+
+
+def _engine_args(args: argparse.Namespace) -> int:
+    from preflight.engine_args import check_engine_args
+    from preflight.report import exit_code, print_results
+
+    return exit_code(print_results(check_engine_args(args.env or None)))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line and run one command; returns the exit code."""
     parser = argparse.ArgumentParser(prog="python -m preflight", description=__doc__)
@@ -66,6 +80,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     account.set_defaults(run=_account)
     policy = commands.add_parser("policy", help="print the read-only IAM policy the checks need")
     policy.set_defaults(run=_policy)
+    images = commands.add_parser("images", help="resolve each image's requirements (pip, dry run)")
+    images.set_defaults(run=_images)
+    engine = commands.add_parser("engine-args", help="parse the launcher's vLLM argv with vLLM")
+    engine.add_argument("--env", action="append", help="environment (repeatable); default all")
+    engine.set_defaults(run=_engine_args)
     args = parser.parse_args(argv)
     code: int = args.run(args)
     return code
