@@ -19,3 +19,8 @@ check-images: setup ## Resolve each image's requirements on its base/platform wi
 
 check-engine-args: setup ## Parse every environment's vLLM argv with the pinned vLLM (side venv in .cache/)
 	$(PY) -m preflight engine-args
+
+BASE ?= HEAD
+FAIL ?=
+diff: setup ## CDK's diff per stack of the working tree vs BASE (git rev) for ENV, offline; FAIL=1 exits 1 on changes
+	$(PY) -m preflight diff --env $(ENV) --base $(BASE) $(if $(FAIL),--fail,)

@@ -69,6 +69,12 @@ def _engine_args(args: argparse.Namespace) -> int:
     return exit_code(print_results(check_engine_args(args.env or None)))
 
 
+def _diff(args: argparse.Namespace) -> int:
+    from preflight.diff import main_diff
+
+    return main_diff(args.env, args.base, fail_on_change=args.fail)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line and run one command; returns the exit code."""
     parser = argparse.ArgumentParser(prog="python -m preflight", description=__doc__)
@@ -85,6 +91,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     engine = commands.add_parser("engine-args", help="parse the launcher's vLLM argv with vLLM")
     engine.add_argument("--env", action="append", help="environment (repeatable); default all")
     engine.set_defaults(run=_engine_args)
+    diff = commands.add_parser("diff", help="cdk diff of the working tree against a git revision")
+    diff.add_argument("--env", required=True)
+    diff.add_argument("--base", default="HEAD", help="git revision to compare with")
+    diff.add_argument("--fail", action="store_true", help="exit 1 when anything changed")
+    diff.set_defaults(run=_diff)
     args = parser.parse_args(argv)
     code: int = args.run(args)
     return code
