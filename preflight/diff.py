@@ -169,9 +169,17 @@ def diff_assemblies(base: Path, new: Path, *, cwd: Path = ROOT) -> list[StackDif
             template = base_stacks.get(name, empty)
             done = _run(
                 [
-                    "npx", "cdk", "diff", "--app", str(new), "--exclusively", "--fail",
-                    "--template", str(template), name,
-                ],  # fmt: skip
+                    "npx",
+                    "cdk",
+                    "diff",
+                    "--app",
+                    str(new),
+                    "--exclusively",
+                    "--fail",
+                    "--template",
+                    str(template),
+                    name,
+                ],
                 cwd=cwd,
                 env=_offline_env(),
             )
