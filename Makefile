@@ -11,7 +11,6 @@ ENV ?= dev
 SETUP_STAMP := $(VENV)/.setup-complete
 
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
-export PYTHONPATH := $(CURDIR):$(CURDIR)/container:$(CURDIR)/lambda
 # Models ship inside PyPI packages; nothing may reach a model hub at run time.
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -23,11 +22,12 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
 
-$(SETUP_STAMP): requirements/*.txt package.json package-lock.json
+$(SETUP_STAMP): requirements/*.txt */pyproject.toml pyproject.toml package.json package-lock.json
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip==26.3
 	$(PY) -m pip install --quiet -r requirements/dev.txt -c requirements/lock.txt
 	$(PY) -m pip install --quiet --no-deps -r requirements/models-nodeps.txt
+	$(PY) -m pip install --quiet --no-deps -r requirements/packages.txt
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
@@ -37,15 +37,19 @@ synth: setup ## Synthesize one environment into cdk.out/ (ENV=dev|staging|prod)
 	npx cdk synth -c env=$(ENV) --quiet
 	@echo "Synthesized environment '$(ENV)' into cdk.out/"
 
-lint: setup ## ruff lint and format check
+lint: setup ## ruff lint and format check, and the import layering (import-linter)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 typecheck: setup ## mypy, strict
 	$(VENV)/bin/mypy
 
-unit: setup ## pytest only
-	$(VENV)/bin/pytest
+# Test modules share nothing but what tests/conftest.py groups (xdist_group): two workers.
+PYTEST_WORKERS ?= 2
+
+unit: setup ## pytest only (PYTEST_WORKERS=0 runs it in this process)
+	$(VENV)/bin/pytest $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadgroup) --durations=15
 
 test: lint typecheck unit ## Lint, type-check and run the whole test suite
 

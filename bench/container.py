@@ -3,9 +3,13 @@
 Run by hand: ``python bench/container.py`` (``make bench-container``). It starts the scripted
 OpenAI-compatible backend (fixed token timing, so that the differences measured are our server's
 cost rather than CPU-model noise), our launcher in front of it, and streams the same answer at 1
-and 16 concurrent streams, alternating direct and through-server rounds. ``--real`` adds a run
-against SmolLM2 behind ``transformers serve`` (noise-dominated on a shared CPU: printed, not used
-for the headline). Prints a table, then one JSON line.
+and 16 concurrent streams, alternating direct, through-server and through-floor rounds. The floor
+(``bench/relay_floor.py``) is a minimal FastAPI + httpx relay doing only what the protocol needs;
+``server_cpu_vs_floor`` (our server's CPU at 16 streams / the floor's) and
+``ttft_overhead_vs_floor_ms`` (our TTFT minus the floor's, worst of 1 and 16 streams) are the
+gated figures. ``--real`` adds a run against SmolLM2 behind ``transformers serve``
+(noise-dominated on a shared CPU: printed, not gated). Prints a table, then one JSON line; exits
+1 when a target is missed (``--no-gate`` to explore).
 """
 
 from __future__ import annotations
@@ -15,25 +19,34 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "container")]
-
-from inference_server.launcher import free_port  # noqa: E402
-from inference_server.local_backend import SMOLLM2_GGUF, resolve_local_model  # noqa: E402
+from bench.harness import (
+    REPO,
+    Target,
+    add_gate_argument,
+    child_env,
+    cpu_seconds,
+    free_port,
+    gate,
+    serve,
+)
+from local.model_backend import SMOLLM2_GGUF, resolve_local_model
 
 CHAT_PROPERTIES = REPO / "model_artifacts" / "chat" / "serving.properties"
 QUESTION = "Describe what a data engineer does in a few sentences."
+PATHS = ("direct", "server", "floor")
+TARGETS = (
+    Target("server_cpu_vs_floor", 1.5),
+    Target("ttft_overhead_vs_floor_ms", 2.0),
+)
 
 
 @dataclass
@@ -52,65 +65,6 @@ class Round:
     streams: int
     tokens: int = 0
     cpu_s: float = 0.0
-
-
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_seconds(pid: int | None) -> float:
-    """User + system CPU time of a process, from /proc (0 where there is no /proc)."""
-    if pid is None:
-        return 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICKS
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    inherited = [env["PYTHONPATH"]] if env.get("PYTHONPATH") else []
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "container"), *inherited])
-    env.setdefault("HF_HUB_OFFLINE", "1")
-    env.setdefault("TRANSFORMERS_OFFLINE", "1")
-    env["LOG_LEVEL"] = "WARNING"
-    return env
-
-
-def _wait(url: str, process: subprocess.Popen[bytes], timeout_s: float = 300.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
-            raise RuntimeError(f"{process.args!r} exited with {process.returncode}:\n{stderr}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    try:
-        last = httpx.get(url, timeout=2).text
-    except httpx.HTTPError as exc:
-        last = repr(exc)
-    raise TimeoutError(f"{url} not ready within {timeout_s} s; last answer: {last}")
-
-
-@contextmanager
-def _process(command: list[str], ready_url: str, **env: str) -> Iterator[subprocess.Popen[bytes]]:
-    process = subprocess.Popen(
-        command, cwd=REPO, env={**_env(), **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    try:
-        _wait(ready_url, process)
-        yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 async def _direct(client: httpx.AsyncClient, url: str, model: str, prompt: str, n: int) -> Any:
@@ -149,7 +103,7 @@ async def _ours(client: httpx.AsyncClient, url: str, n: int) -> StreamResult:
 
 
 async def _round(path: str, concurrency: int, call: Any, pid: int | None = None) -> Round:
-    cpu_before = _cpu_seconds(pid)
+    cpu_before = cpu_seconds(pid)
     started = time.perf_counter()
     results: list[StreamResult] = await asyncio.gather(*(call() for _ in range(concurrency)))
     wall = time.perf_counter() - started
@@ -160,42 +114,38 @@ async def _round(path: str, concurrency: int, call: Any, pid: int | None = None)
         tokens_per_s=sum(r.tokens for r in results) / wall,
         streams=len(results),
         tokens=sum(r.tokens for r in results),
-        cpu_s=_cpu_seconds(pid) - cpu_before,
+        cpu_s=cpu_seconds(pid) - cpu_before,
     )
 
 
 async def _measure(
-    backend_url: str,
-    server_url: str,
+    urls: dict[str, str],
     model: str,
     prompt: str,
     tokens: int,
     rounds: int,
-    server_pid: int | None = None,
+    pids: dict[str, int | None],
 ) -> dict[int, dict[str, list[Round]]]:
+    """Interleaved rounds of every path in ``urls`` (``direct`` is the backend itself)."""
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     measured: dict[int, dict[str, list[Round]]] = {}
     async with httpx.AsyncClient(timeout=600, limits=limits) as client:
+
+        def call(path: str) -> Any:
+            if path == "direct":
+                return lambda: _direct(client, urls["direct"], model, prompt, tokens)
+            return lambda: _ours(client, urls[path], tokens)
+
         for concurrency in (1, 16):
-            per_path: dict[str, list[Round]] = {"direct": [], "server": []}
+            per_path: dict[str, list[Round]] = {path: [] for path in urls}
             # Warm-up: connection pools, tokenizer caches, the backend's first request.
-            await _round(
-                "direct", concurrency, lambda: _direct(client, backend_url, model, prompt, tokens)
-            )
-            await _round("server", concurrency, lambda: _ours(client, server_url, tokens))
+            for path in urls:
+                await _round(path, concurrency, call(path))
             for _ in range(rounds):
-                per_path["direct"].append(
-                    await _round(
-                        "direct",
-                        concurrency,
-                        lambda: _direct(client, backend_url, model, prompt, tokens),
+                for path in urls:
+                    per_path[path].append(
+                        await _round(path, concurrency, call(path), pids.get(path))
                     )
-                )
-                per_path["server"].append(
-                    await _round(
-                        "server", concurrency, lambda: _ours(client, server_url, tokens), server_pid
-                    )
-                )
             measured[concurrency] = per_path
     return measured
 
@@ -203,15 +153,30 @@ async def _measure(
 def _summarise(label: str, measured: dict[int, dict[str, list[Round]]]) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     print(f"\n{label}")
-    print(f"{'streams':>7} {'path':>7} {'TTFT ms (median)':>17} {'tokens/s (all streams)':>23}")
+    print(
+        f"{'streams':>7} {'path':>7} {'TTFT ms (median)':>17} {'tokens/s (all streams)':>23} "
+        f"{'CPU ms/request':>15} {'CPU us/token':>13}"
+    )
     for concurrency, per_path in measured.items():
         row: dict[str, float] = {}
-        for path in ("direct", "server"):
-            ttft = statistics.median(r.ttft_ms for r in per_path[path])
-            rate = statistics.median(r.tokens_per_s for r in per_path[path])
+        for path, rounds in per_path.items():
+            ttft = statistics.median(r.ttft_ms for r in rounds)
+            rate = statistics.median(r.tokens_per_s for r in rounds)
+            cpu = sum(r.cpu_s for r in rounds)
+            per_request = cpu / max(sum(r.streams for r in rounds), 1) * 1e3
+            per_token = cpu / max(sum(r.tokens for r in rounds), 1) * 1e6
             row[f"{path}_ttft_ms"] = round(ttft, 2)
             row[f"{path}_tokens_per_s"] = round(rate, 1)
-            print(f"{concurrency:>7} {path:>7} {ttft:>17.2f} {rate:>23.1f}")
+            if path != "direct":
+                # The relay's own CPU, which timing on a shared, loaded CPU cannot isolate.
+                row[f"{path}_cpu_ms_per_request"] = round(per_request, 2)
+                row[f"{path}_cpu_us_per_token"] = round(per_token, 1)
+                row[f"{path}_cpu_s"] = round(cpu, 4)
+            print(
+                f"{concurrency:>7} {path:>7} {ttft:>17.2f} {rate:>23.1f} "
+                f"{per_request if path != 'direct' else 0:>15.2f} "
+                f"{per_token if path != 'direct' else 0:>13.1f}"
+            )
         row["throughput_overhead_pct"] = round(
             (row["direct_tokens_per_s"] - row["server_tokens_per_s"])
             / row["direct_tokens_per_s"]
@@ -219,20 +184,29 @@ def _summarise(label: str, measured: dict[int, dict[str, list[Round]]]) -> dict[
             2,
         )
         row["ttft_overhead_ms"] = round(row["server_ttft_ms"] - row["direct_ttft_ms"], 2)
-        served = per_path["server"]
-        cpu = sum(r.cpu_s for r in served)
-        # Our server's own CPU cost, which timing on a shared, loaded CPU cannot isolate.
-        per_token = cpu / max(sum(r.tokens for r in served), 1)
-        row["server_cpu_us_per_token"] = round(per_token * 1e6, 1)
-        row["server_cpu_ms_per_request"] = round(cpu / sum(r.streams for r in served) * 1e3, 2)
+        if "floor_ttft_ms" in row:
+            row["floor_ttft_overhead_ms"] = round(row["floor_ttft_ms"] - row["direct_ttft_ms"], 2)
+            row["ttft_overhead_vs_floor_ms"] = round(
+                row["server_ttft_ms"] - row["floor_ttft_ms"], 2
+            )
+            row["server_cpu_vs_floor"] = round(
+                row["server_cpu_s"] / max(row["floor_cpu_s"], 1e-9), 3
+            )
         summary[f"c{concurrency}"] = row
     return summary
 
 
+def _server_command(port: int, backend_url: str) -> list[str]:
+    return [
+        sys.executable, "-m", "inference_server", "serve", "--properties", str(CHAT_PROPERTIES),
+        "--host", "127.0.0.1", "--port", str(port), "--backend", "external",
+        "--backend-url", backend_url,
+    ]  # fmt: skip
+
+
 def _scripted_run(smollm2_dir: Path, tokens: int, rounds: int, token_delay_s: float) -> Any:
-    backend_port, server_port = free_port(), free_port()
-    backend_url = f"http://127.0.0.1:{backend_port}"
-    server_url = f"http://127.0.0.1:{server_port}"
+    ports = {name: free_port() for name in ("direct", "server", "floor")}
+    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     script = {
         "default": {
             "tokens": [f" w{n}" for n in range(tokens)],
@@ -240,58 +214,51 @@ def _scripted_run(smollm2_dir: Path, tokens: int, rounds: int, token_delay_s: fl
             "token_delay_s": token_delay_s,
         }
     }
-    backend = [sys.executable, "-m", "local.scripted_backend", "--port", str(backend_port)]
-    server = [
-        sys.executable, "-m", "inference_server", "serve", "--properties", str(CHAT_PROPERTIES),
-        "--host", "127.0.0.1", "--port", str(server_port), "--backend", "external",
-        "--backend-url", backend_url,
+    backend = [sys.executable, "-m", "local.scripted_backend", "--port", str(ports["direct"])]
+    floor = [
+        sys.executable, str(REPO / "bench" / "relay_floor.py"), "--port", str(ports["floor"]),
+        "--backend-url", urls["direct"], "--model", "scripted-model",
     ]  # fmt: skip
-    server_env = {
-        "OPTION_MODEL_ID": str(smollm2_dir),
-        "OPTION_TOKENIZER": str(smollm2_dir),
-        "OPTION_PROMPT_TEMPLATE": "tokenizer",
-        "OPTION_RETRIEVER": "none",
-    }
+    server_env = child_env(
+        OPTION_MODEL_ID=str(smollm2_dir),
+        OPTION_TOKENIZER=str(smollm2_dir),
+        OPTION_PROMPT_TEMPLATE="tokenizer",
+        OPTION_RETRIEVER="none",
+    )
+    logs = Path(tempfile.mkdtemp(prefix="bench-container-"))
+    print(f"child logs: {logs}")
     with (
-        _process(backend, f"{backend_url}/health"),
-        _process(server, f"{server_url}/ping", **server_env) as server_process,
+        serve(backend, f"{urls['direct']}/health", log=logs / "backend.log"),
+        serve(
+            _server_command(ports["server"], urls["direct"]),
+            f"{urls['server']}/ping",
+            env=server_env,
+            log=logs / "server.log",
+        ) as server_process,
+        serve(floor, f"{urls['floor']}/ping", log=logs / "floor.log") as floor_process,
     ):
-        httpx.put(f"{backend_url}/_script", json=script).raise_for_status()
-        return asyncio.run(
-            _measure(
-                backend_url,
-                server_url,
-                "scripted-model",
-                QUESTION,
-                tokens,
-                rounds,
-                server_process.pid,
-            )
-        )
+        httpx.put(f"{urls['direct']}/_script", json=script).raise_for_status()
+        pids: dict[str, int | None] = {
+            "server": server_process.pid,
+            "floor": floor_process.pid,
+        }
+        return asyncio.run(_measure(urls, "scripted-model", QUESTION, tokens, rounds, pids))
 
 
 def _real_run(smollm2_dir: Path, tokens: int, rounds: int) -> Any:
-    server_port = free_port()
-    server_url = f"http://127.0.0.1:{server_port}"
-    backend_port = free_port()
-    backend_url = f"http://127.0.0.1:{backend_port}"
+    ports = {name: free_port() for name in ("direct", "server")}
+    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     backend = [
-        sys.executable, "-m", "inference_server.local_backend", "--model", str(smollm2_dir),
-        "--port", str(backend_port),
+        sys.executable, "-m", "local.model_backend", "--model", str(smollm2_dir),
+        "--port", str(ports["direct"]),
     ]  # fmt: skip
-    server = [
-        sys.executable, "-m", "inference_server", "serve", "--properties", str(CHAT_PROPERTIES),
-        "--host", "127.0.0.1", "--port", str(server_port), "--backend", "external",
-        "--backend-url", backend_url,
-    ]  # fmt: skip
-    server_env = {
-        "OPTION_MODEL_ID": str(smollm2_dir),
-        "OPTION_TOKENIZER": str(smollm2_dir),
-        "OPTION_SERVED_MODEL_NAME": str(smollm2_dir),
-        "OPTION_PROMPT_TEMPLATE": "tokenizer",
-        "OPTION_RETRIEVER": "none",
-        "OPTION_BACKEND": "local",
-    }
+    server_env = child_env(
+        OPTION_MODEL_ID=str(smollm2_dir),
+        OPTION_TOKENIZER=str(smollm2_dir),
+        OPTION_SERVED_MODEL_NAME=str(smollm2_dir),
+        OPTION_PROMPT_TEMPLATE="tokenizer",
+        OPTION_RETRIEVER="none",
+    )
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(smollm2_dir))
@@ -301,24 +268,30 @@ def _real_run(smollm2_dir: Path, tokens: int, rounds: int) -> Any:
         )
     )
     with (
-        _process(backend, f"{backend_url}/health"),
-        _process(server, f"{server_url}/ping", **server_env) as server_process,
+        serve(backend, f"{urls['direct']}/health"),
+        serve(
+            _server_command(ports["server"], urls["direct"]),
+            f"{urls['server']}/ping",
+            env=server_env,
+        ) as server_process,
     ):
-        return asyncio.run(
-            _measure(
-                backend_url,
-                server_url,
-                str(smollm2_dir),
-                prompt,
-                tokens,
-                rounds,
-                server_process.pid,
-            )
-        )
+        pids: dict[str, int | None] = {"server": server_process.pid}
+        return asyncio.run(_measure(urls, str(smollm2_dir), prompt, tokens, rounds, pids))
 
 
-def main() -> None:
-    """Run the benchmark and print the table and the JSON line."""
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print the table and the JSON line.
+
+    Parameters
+    ----------
+    argv
+        Command-line arguments (default: ``sys.argv``).
+
+    Returns
+    -------
+    int
+        Exit status: 1 when a target was missed (unless ``--no-gate``).
+    """
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tokens", type=int, default=64, help="tokens per stream")
     parser.add_argument("--rounds", type=int, default=5)
@@ -329,7 +302,8 @@ def main() -> None:
         type=Path,
         help="tokenizer dir for the scripted run (default: the converted SmolLM2 dir)",
     )
-    args = parser.parse_args()
+    add_gate_argument(parser)
+    args = parser.parse_args(argv)
     smollm2_dir = (
         args.tokenizer or resolve_local_model(SMOLLM2_GGUF, REPO / ".cache" / "models")
     ).resolve()
@@ -339,10 +313,16 @@ def main() -> None:
         _scripted_run(smollm2_dir, args.tokens, args.rounds, args.token_delay_s),
     )
     result: dict[str, Any] = {
+        "server_cpu_vs_floor": scripted["c16"]["server_cpu_vs_floor"],
+        "ttft_overhead_vs_floor_ms": max(
+            row["ttft_overhead_vs_floor_ms"] for row in scripted.values()
+        ),
         "throughput_overhead_pct": max(row["throughput_overhead_pct"] for row in scripted.values()),
         "ttft_overhead_ms": max(row["ttft_overhead_ms"] for row in scripted.values()),
         "server_cpu_us_per_token": scripted["c16"]["server_cpu_us_per_token"],
         "server_cpu_ms_per_request": scripted["c1"]["server_cpu_ms_per_request"],
+        "floor_cpu_us_per_token": scripted["c16"]["floor_cpu_us_per_token"],
+        "floor_cpu_ms_per_request": scripted["c1"]["floor_cpu_ms_per_request"],
         "load_average_1m": round(os.getloadavg()[0], 2),
         "backend": "scripted",
         "tokens_per_stream": args.tokens,
@@ -356,8 +336,8 @@ def main() -> None:
             "SmolLM2-135M behind transformers serve (CPU; serialised generation)",
             _real_run(smollm2_dir, 8, 2),
         )
-    print(json.dumps(result))
+    return gate(result, TARGETS, enforce=args.gate)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

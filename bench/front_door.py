@@ -5,10 +5,14 @@ moderation container servers in front of them, the SageMaker runtime emulator, m
 and the front door under uvicorn. Then, at 1 and 64 concurrent streams, it measures time to first
 token and the gap between tokens (a) calling the emulator directly with boto3's
 InvokeEndpointWithResponseStream and (b) through the front door's SSE API (which adds input
-moderation, session persistence and windowed output moderation). Cold init is import + settings +
-app build in fresh processes. Prints a table, and last a JSON line.
+moderation, session persistence and windowed output moderation). Then, at one stream, it scripts
+the moderation latency M and the chat time to first token T (pairs of ``--latency-pairs``) and
+reports ``ttft_over_max_ms_p50``: the worst, over the pairs, of the front door's TTFT p50 minus
+max(M, T) (input moderation runs beside generation, so the sum is not paid). Cold init is import +
+settings + app build in fresh processes. Prints a table, and last a JSON line; exits 1 when a
+target is missed (``--no-gate`` to explore).
 
-Run: ``python bench/front_door.py`` (PYTHONPATH as `make` exports it; no network, no AWS).
+Run: ``python bench/front_door.py`` (after `make setup`; no network, no AWS).
 """
 
 from __future__ import annotations
@@ -18,20 +22,27 @@ import asyncio
 import itertools
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from bench.harness import (
+    Target,
+    add_gate_argument,
+    child_env,
+    free_port,
+    gate,
+    percentile,
+    serve,
+)
 from local.dynamodb import create_session_table
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,71 +51,19 @@ MODERATION_ENDPOINT = "chatbot-bench-moderation"
 TOKENS = 64
 TOKEN_DELAY_S = 0.002  # a fast model: ~500 tokens/s per stream
 COLD_INIT_RUNS = 5
-TARGETS = {
-    "ttft_overhead_ms_p50": 10.0,
-    "ttft_overhead_ms_p99": 30.0,
-    "chunk_overhead_ms": 1.0,
-    "cold_init_ms": 500.0,
-}
-
-
-def free_port() -> int:
-    """A TCP port that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+LATENCY_PAIRS = ((0.150, 0.200), (0.300, 0.100))  # (moderation M, chat TTFT T) in seconds
+TARGETS = (
+    Target("by_concurrency.1.ttft_p50", 10.0),
+    Target("by_concurrency.1.ttft_p99", 30.0),
+    Target("by_concurrency.1.chunk", 1.0),
+    Target("ttft_over_max_ms_p50", 10.0),
+    Target("cold_init_ms", 500.0),
+)
 
 
 def environment(**extra: str) -> dict[str, str]:
     """The child environment: repo packages importable, no hub access, dummy credentials."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(str(REPO / p) for p in (".", "container", "lambda"))
-    env.update(
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        AWS_ACCESS_KEY_ID="bench",
-        AWS_SECRET_ACCESS_KEY="bench",  # noqa: S106 - moto accepts any
-        AWS_DEFAULT_REGION="us-east-1",
-        POWERTOOLS_METRICS_DISABLED="true",
-        POWERTOOLS_LOG_LEVEL="WARNING",
-        LOG_LEVEL="WARNING",
-    )
-    env.update(extra)
-    return env
-
-
-@contextmanager
-def process(
-    argv: list[str], health_url: str, log: Path, env: dict[str, str] | None = None
-) -> Iterator[None]:
-    """Run a server process until the block ends; wait until ``health_url`` answers 200."""
-    with log.open("wb") as sink:
-        child = subprocess.Popen(
-            argv, cwd=REPO, env=env or environment(), stdout=sink, stderr=subprocess.STDOUT
-        )
-        try:
-            deadline = time.monotonic() + 180
-            while True:
-                if child.poll() is not None:
-                    tail = log.read_text(errors="replace")[-2000:]
-                    raise RuntimeError(f"{argv[:4]} exited: {tail}")
-                try:
-                    if httpx.get(health_url, timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{argv[:4]} never became healthy at {health_url}")
-                time.sleep(0.1)
-            yield
-        finally:
-            child.terminate()
-            try:
-                child.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+    return child_env(**extra)
 
 
 def write_artifacts(workdir: Path, chat_backend: str, moderation_backend: str) -> dict[str, Path]:
@@ -140,13 +99,6 @@ def write_artifacts(workdir: Path, chat_backend: str, moderation_backend: str) -
         encoding="utf-8",
     )
     return {"chat": chat, "moderation": moderation}
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The q-th percentile (0..100), by nearest rank."""
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
 
 
 def direct_stream(client: Any) -> tuple[float, list[float]]:
@@ -202,6 +154,9 @@ def summarize(results: list[tuple[float, list[float]]]) -> dict[str, float]:
         "ttft_p50": percentile(ttfts, 50),
         "ttft_p99": percentile(ttfts, 99),
         "chunk_mean": statistics.fmean(gaps),
+        "chunk_p50": percentile(gaps, 50),
+        "chunk_p99": percentile(gaps, 99),
+        "chunk_max": max(gaps),
         "tokens": statistics.fmean(len(a) for _, a in results),
     }
 
@@ -296,87 +251,134 @@ def create_table(dynamodb_url: str, name: str) -> None:
     create_session_table(client, name)
 
 
+def scripts(moderation_delay_s: float, chat_delay_s: float) -> tuple[dict[str, Any], ...]:
+    """Chat and moderation scripts: the answer streams after ``chat_delay_s``, the label after
+    ``moderation_delay_s``."""
+    answer = " ".join(f"tok{i}" for i in range(TOKENS))
+    chat = {
+        "model": "bench-chat",
+        "default": {
+            "response": answer,
+            "token_delay_s": TOKEN_DELAY_S,
+            "first_token_delay_s": chat_delay_s,
+        },
+    }
+    moderation = {
+        "model": "bench-moderation",
+        "default": {"response": "casual", "first_token_delay_s": moderation_delay_s},
+    }
+    return chat, moderation
+
+
+def run_latency_pairs(
+    url: dict[str, str], pairs: list[tuple[float, float]], requests: int
+) -> dict[str, dict[str, float]]:
+    """Front-door TTFT at one stream with scripted moderation and chat latencies (ms)."""
+    measured: dict[str, dict[str, float]] = {}
+    for moderation_s, chat_s in pairs:
+        chat, moderation = scripts(moderation_s, chat_s)
+        httpx.put(f"{url['chat_b']}/_script", json=chat).raise_for_status()
+        httpx.put(f"{url['mod_b']}/_script", json=moderation).raise_for_status()
+        s = asyncio.run(run_front_door(url["fd"], 1, requests))
+        bound = max(moderation_s, chat_s) * 1000
+        measured[f"M{moderation_s * 1000:.0f}_T{chat_s * 1000:.0f}"] = {
+            "moderation_ms": moderation_s * 1000,
+            "chat_ttft_ms": chat_s * 1000,
+            "ttft_p50": round(s["ttft_p50"], 2),
+            "ttft_over_max_p50": round(s["ttft_p50"] - bound, 2),
+            "ttft_over_sum_p50": round(s["ttft_p50"] - (moderation_s + chat_s) * 1000, 2),
+        }
+    chat, moderation = scripts(0.0, 0.0)
+    httpx.put(f"{url['chat_b']}/_script", json=chat).raise_for_status()
+    httpx.put(f"{url['mod_b']}/_script", json=moderation).raise_for_status()
+    return measured
+
+
+MODES_MODERATION_S = 0.05  # a moderation round trip
+MODES_FIRST_TOKEN_S = 0.05
+MODES_TOKEN_DELAY_S = 0.02  # a 20-billion-parameter model's decode step
+
+
+def run_modes(url: dict[str, str], requests: int) -> dict[str, dict[str, float]]:
+    """TTFT and inter-token gaps of the async and sync output-moderation modes (ms)."""
+    chat, moderation = scripts(MODES_MODERATION_S, MODES_FIRST_TOKEN_S)
+    chat["default"]["token_delay_s"] = MODES_TOKEN_DELAY_S
+    httpx.put(f"{url['chat_b']}/_script", json=chat).raise_for_status()
+    httpx.put(f"{url['mod_b']}/_script", json=moderation).raise_for_status()
+    measured: dict[str, dict[str, float]] = {}
+    for mode, key in (("async", "fd"), ("sync", "fd_sync")):
+        s = asyncio.run(run_front_door(url[key], 1, requests))
+        measured[mode] = {k: round(v, 2) for k, v in s.items()}
+    chat, moderation = scripts(0.0, 0.0)
+    httpx.put(f"{url['chat_b']}/_script", json=chat).raise_for_status()
+    httpx.put(f"{url['mod_b']}/_script", json=moderation).raise_for_status()
+    return measured
+
+
+def parse_pair(text: str) -> tuple[float, float]:
+    """``"150,200"``: moderation and chat latencies in milliseconds."""
+    moderation_ms, chat_ms = (float(part) for part in text.split(","))
+    return moderation_ms / 1000, chat_ms / 1000
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark; print the table and the JSON line."""
+    """Run the benchmark; print the table and the JSON line.
+
+    Parameters
+    ----------
+    argv
+        Command-line arguments (default: ``sys.argv``).
+
+    Returns
+    -------
+    int
+        Exit status: 1 when a target was missed (unless ``--no-gate``).
+    """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests-at-1", type=int, default=30)
     parser.add_argument("--requests-at-64", type=int, default=128)
+    parser.add_argument("--requests-per-pair", type=int, default=15)
+    parser.add_argument(
+        "--latency-pairs",
+        type=parse_pair,
+        nargs="+",
+        default=list(LATENCY_PAIRS),
+        metavar="M_MS,T_MS",
+        help="moderation and chat-TTFT latencies to script (default: 150,200 300,100)",
+    )
+    add_gate_argument(parser)
     args = parser.parse_args(argv)
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
         os.environ.setdefault(name, environment()[name])  # this process calls moto and the emulator
     py = sys.executable
-    ports = {name: free_port() for name in ("chat_b", "mod_b", "chat", "mod", "emu", "ddb", "fd")}
+    names = ("chat_b", "mod_b", "chat", "mod", "emu", "ddb", "fd", "fd_sync")
+    ports = {name: free_port() for name in names}
     url = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         workdir = Path(tmp)
         roles = write_artifacts(workdir, url["chat_b"], url["mod_b"])
         for name, script in (("chat_b", "chat_script.json"), ("mod_b", "moderation_script.json")):
-            stack.enter_context(
-                process(
-                    [
-                        py,
-                        "-m",
-                        "local.scripted_backend",
-                        "--port",
-                        str(ports[name]),
-                        "--script",
-                        str(workdir / script),
-                    ],
-                    f"{url[name]}/health",
-                    workdir / f"{name}.log",
-                )
-            )
+            argv_ = [py, "-m", "local.scripted_backend", "--port", str(ports[name])]
+            argv_ += ["--script", str(workdir / script)]
+            stack.enter_context(serve(argv_, f"{url[name]}/health", log=workdir / f"{name}.log"))
         for name, backend in (("chat", "chat_b"), ("mod", "mod_b")):
             role = "chat" if name == "chat" else "moderation"
-            stack.enter_context(
-                process(
-                    [
-                        py,
-                        "-m",
-                        "inference_server",
-                        "serve",
-                        "--host",
-                        "127.0.0.1",
-                        "--port",
-                        str(ports[name]),
-                        "--properties",
-                        str(roles[role] / "serving.properties"),
-                        "--backend",
-                        "external",
-                        "--backend-url",
-                        url[backend],
-                    ],
-                    f"{url[name]}/ping",
-                    workdir / f"{name}.log",
-                )
-            )
-        stack.enter_context(
-            process(
-                [
-                    py,
-                    "-m",
-                    "local.sagemaker_emulator",
-                    "--port",
-                    str(ports["emu"]),
-                    "--endpoint",
-                    f"{CHAT_ENDPOINT}={url['chat']}",
-                    "--endpoint",
-                    f"{MODERATION_ENDPOINT}={url['mod']}",
-                ],
-                f"{url['emu']}/ping",
-                workdir / "emulator.log",
-            )
-        )
-        stack.enter_context(
-            process(
-                [py, "-m", "local.dynamodb", "--port", str(ports["ddb"])],
-                f"{url['ddb']}/moto-api/",
-                workdir / "moto.log",
-            )
-        )
+            argv_ = [
+                py, "-m", "inference_server", "serve", "--host", "127.0.0.1",
+                "--port", str(ports[name]), "--properties", str(roles[role] / "serving.properties"),
+                "--backend", "external", "--backend-url", url[backend],
+            ]  # fmt: skip
+            stack.enter_context(serve(argv_, f"{url[name]}/ping", log=workdir / f"{name}.log"))
+        argv_ = [
+            py, "-m", "local.sagemaker_emulator", "--port", str(ports["emu"]),
+            "--endpoint", f"{CHAT_ENDPOINT}={url['chat']}",
+            "--endpoint", f"{MODERATION_ENDPOINT}={url['mod']}",
+        ]  # fmt: skip
+        stack.enter_context(serve(argv_, f"{url['emu']}/ping", log=workdir / "emulator.log"))
+        argv_ = [py, "-m", "local.dynamodb", "--port", str(ports["ddb"])]
+        stack.enter_context(serve(argv_, f"{url['ddb']}/moto-api/", log=workdir / "moto.log"))
         create_table(url["ddb"], "sessions")
         front_door_env = environment(
-            CHATBOT_MODE="local",
             CHATBOT_CHAT_ENDPOINT=CHAT_ENDPOINT,
             CHATBOT_MODERATION_ENDPOINT=MODERATION_ENDPOINT,
             CHATBOT_SESSION_TABLE="sessions",
@@ -384,27 +386,15 @@ def main(argv: list[str] | None = None) -> int:
             CHATBOT_DYNAMODB_ENDPOINT_URL=url["ddb"],
             CHATBOT_REGION="us-east-1",
         )
-        stack.enter_context(
-            process(
-                [
-                    py,
-                    "-m",
-                    "uvicorn",
-                    "front_door.app:create_app",
-                    "--factory",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(ports["fd"]),
-                    "--no-access-log",
-                    "--log-level",
-                    "warning",
-                ],
-                f"{url['fd']}/healthz",
-                workdir / "front_door.log",
-                env=front_door_env,
-            )
-        )
+        for key, mode in (("fd", "async"), ("fd_sync", "sync")):
+            argv_ = [
+                py, "-m", "uvicorn", "local.stack.front_door_app:create_app", "--factory",
+                "--host", "127.0.0.1", "--port", str(ports[key]),
+                "--no-access-log", "--log-level", "warning",
+            ]  # fmt: skip
+            env_ = {**front_door_env, "CHATBOT_OUTPUT_MODERATION_MODE": mode}
+            log = workdir / f"front_door_{mode}.log"
+            stack.enter_context(serve(argv_, f"{url[key]}/healthz", log=log, env=env_))
         rows: dict[int, dict[str, dict[str, float]]] = {}
         moderation: dict[int, dict[str, float]] = {}
         for concurrency, requests in ((1, args.requests_at_1), (64, args.requests_at_64)):
@@ -413,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
                 "front_door": asyncio.run(run_front_door(url["fd"], concurrency, requests)),
             }
             moderation[concurrency] = run_moderation(url["emu"], concurrency, requests)
+        pairs = run_latency_pairs(url, args.latency_pairs, args.requests_per_pair)
+        modes = run_modes(url, args.requests_per_pair)
     cold = cold_init_ms()
 
     print(
@@ -437,8 +429,22 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"overhead at {concurrency:>2} streams: TTFT p50 {o['ttft_p50']:+.2f} ms, "
             f"p99 {o['ttft_p99']:+.2f} ms, per chunk {o['chunk']:+.3f} ms; "
-            f"of which the input-moderation call: p50 {moderation[concurrency]['p50']:.2f} ms, "
+            f"the input-moderation call alone (in parallel with generation): "
+            f"p50 {moderation[concurrency]['p50']:.2f} ms, "
             f"p99 {moderation[concurrency]['p99']:.2f} ms"
+        )
+    for pair in pairs.values():
+        print(
+            f"scripted moderation {pair['moderation_ms']:.0f} ms, chat TTFT "
+            f"{pair['chat_ttft_ms']:.0f} ms: front-door TTFT p50 {pair['ttft_p50']:.2f} ms "
+            f"= max {pair['ttft_over_max_p50']:+.2f} ms (sum {pair['ttft_over_sum_p50']:+.2f} ms)"
+        )
+    for mode, m in modes.items():
+        print(
+            f"output moderation {mode:<5} (moderation {MODES_MODERATION_S * 1000:.0f} ms, "
+            f"{MODES_TOKEN_DELAY_S * 1000:.0f} ms/token): TTFT p50 {m['ttft_p50']:.1f} ms, "
+            f"inter-token p50 {m['chunk_p50']:.2f} ms, p99 {m['chunk_p99']:.2f} ms, "
+            f"max {m['chunk_max']:.2f} ms"
         )
     print(f"cold init (import + settings + app build, median of {COLD_INIT_RUNS}): {cold:.1f} ms")
     result: dict[str, Any] = {
@@ -446,10 +452,16 @@ def main(argv: list[str] | None = None) -> int:
         "ttft_overhead_ms_p50": round(max(o["ttft_p50"] for o in overhead.values()), 2),
         "ttft_overhead_ms_p99": round(max(o["ttft_p99"] for o in overhead.values()), 2),
         "chunk_overhead_ms": round(max(o["chunk"] for o in overhead.values()), 3),
+        "ttft_over_max_ms_p50": max(p["ttft_over_max_p50"] for p in pairs.values()),
         "cold_init_ms": round(cold, 1),
-        "targets": TARGETS,
         "by_concurrency": {
             str(c): {k: round(v, 3) for k, v in o.items()} for c, o in overhead.items()
+        },
+        "latency_pairs": pairs,
+        "output_moderation_modes": {
+            "moderation_ms": MODES_MODERATION_S * 1000,
+            "token_delay_ms": MODES_TOKEN_DELAY_S * 1000,
+            **modes,
         },
         "input_moderation_call_ms": {
             str(c): {k: round(v, 3) for k, v in m.items()} for c, m in moderation.items()
@@ -459,8 +471,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_count": os.cpu_count(),
         "load_average_1m": round(os.getloadavg()[0], 2),
     }
-    print(json.dumps(result))
-    return 0
+    return gate(result, TARGETS, enforce=args.gate)
 
 
 if __name__ == "__main__":

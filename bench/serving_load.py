@@ -21,6 +21,10 @@ from typing import Any
 
 import httpx
 
+from bench.harness import percentile
+
+__all__ = ["RequestTiming", "TokenCount", "percentile", "run_load", "summarize"]
+
 
 @dataclass
 class TokenCount:
@@ -37,17 +41,6 @@ class RequestTiming:
     chunk_times: list[float] = field(default_factory=list)
     tokens: int = 0
     finished: float = 0.0
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Linear-interpolated percentile (``q`` in 0..100) of ``values``; NaN when empty."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100.0
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 def summarize(timings: list[RequestTiming], concurrency: int) -> dict[str, Any]:

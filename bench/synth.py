@@ -3,7 +3,8 @@
 Run by hand: ``python bench/synth.py [--runs N]``. Each synth runs in a new interpreter, the way
 ``cdk synth`` starts the app, so Python start-up, imports and the jsii runtime are counted.
 Prints a table, then a JSON line ``{"floor_s": ..., "envs": {...}, "max_ratio": ...}``; the line
-also gives ``max_ratio_like_for_like``, against a floor with the same validation setting as ours.
+also gives ``max_ratio_like_for_like``, against a floor with the same validation setting as ours,
+and exits 1 when that ratio misses its target (``--no-gate`` to explore).
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.harness import Target, add_gate_argument, gate
+
 ROOT = Path(__file__).resolve().parents[1]
+TARGETS = (Target("max_ratio_like_for_like", 2.5),)
 ENVIRONMENTS = ("dev", "staging", "prod")
 
 FLOOR_APP = """
@@ -42,7 +46,6 @@ def _base_env(outdir: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION="20",
-        PYTHONPATH=os.pathsep.join(str(ROOT / p) for p in ("", "container", "lambda")),
         CDK_OUTDIR=outdir,
     )
     env.pop("CDK_CONTEXT_JSON", None)
@@ -74,11 +77,23 @@ def median_synth_seconds(
     return statistics.median(times)
 
 
-def main() -> None:
-    """Time the floor and every environment, print the table and the JSON line."""
+def main(argv: list[str] | None = None) -> int:
+    """Time the floor and every environment, print the table and the JSON line.
+
+    Parameters
+    ----------
+    argv
+        Command-line arguments (default: ``sys.argv``).
+
+    Returns
+    -------
+    int
+        Exit status: 1 when a target was missed (unless ``--no-gate``).
+    """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--runs", type=int, default=3)
-    args = parser.parse_args()
+    add_gate_argument(parser)
+    args = parser.parse_args(argv)
     floor = median_synth_seconds(None, args.runs)
     bare_floor = median_synth_seconds(None, args.runs, floor_validation=False)
     envs = {name: median_synth_seconds(name, args.runs) for name in ENVIRONMENTS}
@@ -88,7 +103,7 @@ def main() -> None:
     print(f"{label:<34}{bare_floor:>10.2f}{bare_floor / floor:>10.2f}")
     for name, seconds in envs.items():
         print(f"{name:<34}{seconds:>10.2f}{seconds / floor:>10.2f}")
-    result = {
+    result: dict[str, object] = {
         "floor_s": round(floor, 3),
         "floor_without_builtin_validation_s": round(bare_floor, 3),
         "envs": {name: round(seconds, 3) for name, seconds in envs.items()},
@@ -97,8 +112,8 @@ def main() -> None:
         # instead); against a floor that does the same, the ratio is the cost of our own code.
         "max_ratio_like_for_like": round(max(envs.values()) / bare_floor, 3),
     }
-    print(json.dumps(result))
+    return gate(result, TARGETS, enforce=args.gate)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from chatbot_contracts.training import EVALUATION_ENGINES
 from customize.data import (
     DatasetValidationError,
     Mode,
@@ -144,6 +145,9 @@ def _evaluate(arguments: argparse.Namespace) -> int:
         batch_size=arguments.batch_size,
         samples=arguments.samples,
         device=arguments.device,
+        engine=arguments.engine,
+        tensor_parallel_degree=arguments.tensor_parallel_degree,
+        max_model_len=arguments.max_model_len,
     )
     json_path, markdown_path = write_report(report, arguments.out_dir)
     print(f"wrote {json_path} and {markdown_path}")
@@ -258,6 +262,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--batch-size", type=int, default=8)
     evaluation.add_argument("--samples", type=int, default=5)
     evaluation.add_argument("--device", default="cpu")
+    evaluation.add_argument(
+        "--engine",
+        choices=EVALUATION_ENGINES,
+        default="transformers",
+        help="vllm: generate as the chat endpoint serves (the SageMaker job); default transformers",
+    )
+    evaluation.add_argument(
+        "--tensor-parallel-degree", type=int, default=1, help="vLLM: the chat endpoint's degree"
+    )
+    evaluation.add_argument(
+        "--max-model-len", type=int, default=2048, help="vLLM: the chat endpoint's context length"
+    )
     evaluation.add_argument(
         "--require-improvement", action="store_true", help="exit 2 unless customized wins"
     )

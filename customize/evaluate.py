@@ -1,4 +1,8 @@
-"""Evaluation: held-out data through the base and the customized model; JSON and Markdown."""
+"""Evaluation: held-out data through the base and the customized model; JSON and Markdown.
+
+Metrics (ROUGE-L, perplexity) are computed here from text and log-likelihoods, engine-free;
+:mod:`customize.engines` produces those with vLLM (as the endpoint serves) or transformers.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from customize.data import Mode, read_jsonl
+from customize.engines import EngineSettings, open_engine
 
 __all__ = [
     "EvaluationReport",
     "evaluate",
-    "perplexity",
+    "perplexity_from_nll",
     "render_markdown",
     "rouge_l",
     "write_report",
@@ -69,96 +72,9 @@ def rouge_l(predictions: Sequence[str], references: Sequence[str]) -> float:
     return sum(scores) / max(len(scores), 1)
 
 
-def _load(model_dir: Path, device: str) -> tuple[Any, Any]:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model: Any = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    model = model.to(device)
-    model.eval()
-    return tokenizer, model
-
-
-def generate(
-    model_dir: Path,
-    prompts: Sequence[str],
-    *,
-    max_new_tokens: int,
-    batch_size: int,
-    device: str = "cpu",
-    label: str = "",
-) -> list[str]:
-    """Greedy completions of raw prompts (no chat template: the fine-tuning format is raw text)."""
-    import torch
-
-    tokenizer, model = _load(model_dir, device)
-    outputs: list[str] = []
-    for start in tqdm(
-        range(0, len(prompts), batch_size), desc=f"generate {label}".strip(), leave=False
-    ):
-        batch = tokenizer(
-            list(prompts[start : start + batch_size]),
-            return_tensors="pt",
-            padding=True,
-            add_special_tokens=False,
-        ).to(device)
-        with torch.no_grad():
-            generated = model.generate(
-                **batch,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-            )
-        new_tokens = generated[:, batch["input_ids"].shape[1] :]
-        outputs.extend(
-            text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-        )
-    return outputs
-
-
-def perplexity(
-    model_dir: Path,
-    texts: Sequence[str],
-    *,
-    max_seq_len: int,
-    batch_size: int,
-    device: str = "cpu",
-    label: str = "",
-) -> float:
-    """Token-weighted perplexity of texts, each ending in end-of-sequence as training sees them."""
-    import torch
-
-    tokenizer, model = _load(model_dir, device)
-    tokenizer.padding_side = "right"
-    eos = tokenizer.eos_token_id
-    total, tokens = 0.0, 0
-    for start in tqdm(
-        range(0, len(texts), batch_size), desc=f"perplexity {label}".strip(), leave=False
-    ):
-        encoded = [
-            [*tokenizer(text, add_special_tokens=False)["input_ids"][: max_seq_len - 1], eos]
-            for text in texts[start : start + batch_size]
-        ]
-        width = max(len(ids) for ids in encoded)
-        ids = torch.full((len(encoded), width), tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, sequence in enumerate(encoded):
-            ids[row, : len(sequence)] = torch.tensor(sequence)
-            mask[row, : len(sequence)] = 1
-        labels = ids.masked_fill(mask == 0, -100)
-        with torch.no_grad():
-            loss = model(
-                input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)
-            ).loss
-        count = int(mask[:, 1:].sum())
-        total += float(loss) * count
-        tokens += count
-    return math.exp(total / max(tokens, 1))
+def perplexity_from_nll(total_nll: float, tokens: int) -> float:
+    """Perplexity from a summed negative log-likelihood over a count of predicted tokens."""
+    return math.exp(total_nll / max(tokens, 1))
 
 
 def evaluate(
@@ -173,6 +89,9 @@ def evaluate(
     batch_size: int = 8,
     samples: int = 5,
     device: str = "cpu",
+    engine: str = "transformers",
+    tensor_parallel_degree: int = 1,
+    max_model_len: int = 2048,
 ) -> EvaluationReport:
     """Compare the base and the customized model on held-out records.
 
@@ -185,34 +104,42 @@ def evaluate(
     data_file
         Held-out JSONL in the mode's format, never seen in training.
     base_model, customized_model
-        Model directories (safetensors and tokenizer).
+        Model directories (safetensors and tokenizer); the customized one may be a LoRA
+        adapter folder, applied over ``base_model``.
     limit
         Evaluate only the first N records (0: all).
     max_new_tokens, max_seq_len, batch_size, device
         Generation and batching settings, the same for both models.
     samples
         Rows in the side-by-side sample table.
+    engine, tensor_parallel_degree, max_model_len
+        The generation engine (``vllm`` as the chat endpoint runs it, or ``transformers``)
+        and, for vLLM, the endpoint's tensor-parallel degree and context length.
     """
     records = read_jsonl(data_file)
     if limit > 0:
         records = records[:limit]
     if not records:
         raise ValueError(f"{data_file}: no records to evaluate")
+    settings = EngineSettings(
+        device=device,
+        batch_size=batch_size,
+        tensor_parallel_degree=tensor_parallel_degree,
+        max_model_len=max_model_len,
+    )
+    models = (("base", base_model), ("customized", customized_model))
     table: list[dict[str, str]] = []
     if mode is Mode.FINE_TUNING:
         prompts = [record["prompt"] for record in records]
         references = [record["completion"].strip() for record in records]
-        outputs = {
-            name: generate(
-                path,
-                prompts,
-                max_new_tokens=max_new_tokens,
-                batch_size=batch_size,
-                device=device,
-                label=name,
-            )
-            for name, path in (("base", base_model), ("customized", customized_model))
-        }
+        outputs: dict[str, list[str]] = {}
+        for name, path in models:
+            # One model at a time: the 20.6 B model takes the whole instance.
+            generator = open_engine(engine, path, settings, base_model)
+            try:
+                outputs[name] = generator.generate(prompts, max_new_tokens=max_new_tokens)
+            finally:
+                generator.close()
         scores = {name: rouge_l(texts, references) for name, texts in outputs.items()}
         for index in range(min(samples, len(records))):
             table.append(
@@ -226,33 +153,20 @@ def evaluate(
         metric, higher_is_better = "rougeL", True
     else:
         texts = [record["input"] for record in records]
-        scores = {
-            name: perplexity(
-                path,
-                texts,
-                max_seq_len=max_seq_len,
-                batch_size=batch_size,
-                device=device,
-                label=name,
-            )
-            for name, path in (("base", base_model), ("customized", customized_model))
-        }
         heads, tails = [], []
         for text in texts[:samples]:
             words = text.split()
             heads.append(" ".join(words[: len(words) // 2]))
             tails.append(" ".join(words[len(words) // 2 :]))
-        continuations = {
-            name: generate(
-                path,
-                heads,
-                max_new_tokens=max_new_tokens,
-                batch_size=batch_size,
-                device=device,
-                label=name,
-            )
-            for name, path in (("base", base_model), ("customized", customized_model))
-        }
+        scores, continuations = {}, {}
+        for name, path in models:
+            generator = open_engine(engine, path, settings, base_model)
+            try:
+                total, count = generator.negative_log_likelihood(texts, max_seq_len=max_seq_len)
+                scores[name] = perplexity_from_nll(total, count)
+                continuations[name] = generator.generate(heads, max_new_tokens=max_new_tokens)
+            finally:
+                generator.close()
         for index, head in enumerate(heads):
             table.append(
                 {

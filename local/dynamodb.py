@@ -20,9 +20,9 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import BaseWSGIServer, make_server
 
-__all__ = ["SESSION_OWNER_INDEX", "DynamoDbServer", "create_session_table", "main"]
+from chatbot_contracts import sessions as schema
 
-SESSION_OWNER_INDEX = "by-owner"
+__all__ = ["DynamoDbServer", "create_session_table", "main"]
 
 
 class DynamoDbServer:
@@ -80,18 +80,23 @@ def create_session_table(client: Any, name: str) -> None:
         BillingMode="PAY_PER_REQUEST",
         AttributeDefinitions=[
             {"AttributeName": attribute, "AttributeType": "S"}
-            for attribute in ("pk", "sk", "owner", "updated_at")
+            for attribute in (
+                schema.PARTITION_KEY,
+                schema.SORT_KEY,
+                schema.OWNER_INDEX_PARTITION_KEY,
+                schema.OWNER_INDEX_SORT_KEY,
+            )
         ],
         KeySchema=[
-            {"AttributeName": "pk", "KeyType": "HASH"},
-            {"AttributeName": "sk", "KeyType": "RANGE"},
+            {"AttributeName": schema.PARTITION_KEY, "KeyType": "HASH"},
+            {"AttributeName": schema.SORT_KEY, "KeyType": "RANGE"},
         ],
         GlobalSecondaryIndexes=[
             {
-                "IndexName": SESSION_OWNER_INDEX,
+                "IndexName": schema.OWNER_INDEX_NAME,
                 "KeySchema": [
-                    {"AttributeName": "owner", "KeyType": "HASH"},
-                    {"AttributeName": "updated_at", "KeyType": "RANGE"},
+                    {"AttributeName": schema.OWNER_INDEX_PARTITION_KEY, "KeyType": "HASH"},
+                    {"AttributeName": schema.OWNER_INDEX_SORT_KEY, "KeyType": "RANGE"},
                 ],
                 "Projection": {"ProjectionType": "ALL"},
             }
@@ -102,7 +107,7 @@ def create_session_table(client: Any, name: str) -> None:
     )
     client.update_time_to_live(
         TableName=name,
-        TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"},
+        TimeToLiveSpecification={"Enabled": True, "AttributeName": schema.TTL_ATTRIBUTE},
     )
 
 

@@ -7,9 +7,9 @@ FRONT_DOOR_PORT ?= 8000
 FRONT_DOOR_ENV ?= dev
 EMULATOR_URL ?= http://127.0.0.1:8001
 DYNAMODB_URL ?= http://127.0.0.1:8002
-# Local runs: fixed principal, endpoints and table named as the CDK app names them.
-FRONT_DOOR_LOCAL_ENV := CHATBOT_MODE=local \
-  CHATBOT_CHAT_ENDPOINT=chatbot-$(FRONT_DOOR_ENV)-chat \
+# Local runs: endpoints and table named as the CDK app names them; the local app factory adds
+# the fixed caller API Gateway would authenticate, and the chat page.
+FRONT_DOOR_LOCAL_ENV := CHATBOT_CHAT_ENDPOINT=chatbot-$(FRONT_DOOR_ENV)-chat \
   CHATBOT_MODERATION_ENDPOINT=chatbot-$(FRONT_DOOR_ENV)-moderation \
   CHATBOT_SESSION_TABLE=$${CHATBOT_SESSION_TABLE:-chatbot-$(FRONT_DOOR_ENV)-sessions} \
   CHATBOT_SAGEMAKER_ENDPOINT_URL=$(EMULATOR_URL) CHATBOT_DYNAMODB_ENDPOINT_URL=$(DYNAMODB_URL) \
@@ -17,8 +17,8 @@ FRONT_DOOR_LOCAL_ENV := CHATBOT_MODE=local \
   AWS_SECRET_ACCESS_KEY=$${AWS_SECRET_ACCESS_KEY:-local} \
   POWERTOOLS_SERVICE_NAME=chatbot-front-door POWERTOOLS_METRICS_NAMESPACE=Chatbot
 
-serve-front-door: setup ## Front door on 127.0.0.1:$(FRONT_DOOR_PORT) (uvicorn, as the Lambda image runs it)
-	$(FRONT_DOOR_LOCAL_ENV) $(PY) -m uvicorn front_door.app:create_app --factory \
+serve-front-door: setup ## Front door on 127.0.0.1:$(FRONT_DOOR_PORT) (uvicorn, with the local fixed caller)
+	$(FRONT_DOOR_LOCAL_ENV) $(PY) -m uvicorn local.stack.front_door_app:create_app --factory \
 	  --host 127.0.0.1 --port $(FRONT_DOOR_PORT) --no-access-log
 
 bench-front-door: setup ## Front door vs the emulator directly: TTFT, chunk gaps, cold init (JSON last)

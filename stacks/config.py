@@ -2,46 +2,42 @@
 
 from __future__ import annotations
 
+import gzip
+import importlib.util
+import json
 import re
 from collections.abc import Mapping
 from functools import cache
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import botocore.session
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from chatbot_contracts.moderation import ModerationLabel
+from stacks.customization_fit import (
+    LORA_MODULE_SHAPES,
+    evaluation_memory_per_gpu,
+    training_memory_per_gpu,
+)
 from stacks.instance_catalog import GpuInstanceType, UnknownInstanceTypeError
 
 __all__ = [
     "ENVIRONMENTS_CONTEXT_KEY",
-    "MODERATION_LABELS",
     "BaseImageConfig",
     "ConfigError",
     "CustomizationConfig",
+    "CustomizationTraining",
     "EndpointSettings",
     "EnvironmentConfig",
     "FrontDoorConfig",
     "ModelSettings",
+    "ModelShape",
     "ScalingSettings",
     "load_environment",
 ]
 
 ENVIRONMENTS_CONTEXT_KEY = "chatbot:environments"
 
-MODERATION_LABELS = (
-    "casual",
-    "possibly needs caution",
-    "probably needs caution",
-    "needs caution",
-    "needs intervention",
-)
-ModerationLabel = Literal[
-    "casual",
-    "possibly needs caution",
-    "probably needs caution",
-    "needs caution",
-    "needs intervention",
-]
 
 BYTES_PER_PARAMETER = {"float16": 2, "bfloat16": 2, "float32": 4}
 # Weights may take at most this share of the GPU memory they are sharded over; the rest is
@@ -53,15 +49,24 @@ LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 
 
 TimeoutSeconds = Annotated[int, Field(ge=60, le=3600)]
 
-# customize.train and customize.evaluate load the base model in float32 on one device.
-CUSTOMIZATION_BYTES_PER_PARAMETER = BYTES_PER_PARAMETER["float32"]
-
 
 @cache
+def _sagemaker_service_shapes() -> dict[str, Any]:
+    # The pinned botocore's service model is the list SageMaker's API validates against. Read
+    # as data: importing botocore.session (and its docs and client machinery) costs synth ~0.5 s.
+    spec = importlib.util.find_spec("botocore")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("botocore is not installed: it carries SageMaker's instance-type lists")
+    data = Path(next(iter(spec.submodule_search_locations))) / "data" / "sagemaker"
+    newest = max(path for path in data.iterdir() if path.is_dir())
+    plain, packed = newest / "service-2.json", newest / "service-2.json.gz"
+    raw = plain.read_bytes() if plain.exists() else gzip.decompress(packed.read_bytes())
+    shapes: dict[str, Any] = json.loads(raw)["shapes"]
+    return shapes
+
+
 def _sagemaker_instance_types(shape: str) -> frozenset[str]:
-    # The pinned botocore's service model is the list SageMaker's API validates against.
-    model = botocore.session.get_session().get_service_model("sagemaker")
-    return frozenset(model.shape_for(shape).enum)
+    return frozenset(_sagemaker_service_shapes()[shape]["enum"])
 
 
 class ConfigError(ValueError):
@@ -186,6 +191,7 @@ class FrontDoorConfig(_Frozen):
     session_ttl_days: Annotated[int, Field(ge=1, le=3650)]
     blocked_labels: tuple[ModerationLabel, ...]
     refusal_text: Annotated[str, Field(min_length=1)]
+    output_moderation_mode: Literal["async", "sync"]
     log_retention_days: int
 
     @model_validator(mode="after")
@@ -198,13 +204,73 @@ class FrontDoorConfig(_Frozen):
         return self
 
 
+class ModelShape(_Frozen):
+    """The chat model's architecture, as its ``config.json`` gives it (for the memory rule)."""
+
+    hidden_size: Annotated[int, Field(ge=1)]
+    num_layers: Annotated[int, Field(ge=1)]
+    vocab_size: Annotated[int, Field(ge=1)]
+
+
+class CustomizationTraining(_Frozen):
+    """Training settings the pipeline passes to every run (an execution may override them).
+
+    ``batch_size`` is per GPU; FSDP shards the model over all GPUs of the training instance
+    unless ``quantization`` is ``4bit`` (QLoRA, one GPU, adapter output only).
+    """
+
+    method: Literal["lora", "full"]
+    quantization: Literal["none", "4bit"]
+    bf16: bool
+    gradient_checkpointing: bool
+    batch_size: Annotated[int, Field(ge=1, le=256)]
+    max_seq_len: Annotated[int, Field(ge=16, le=32768)]
+    lora_rank: Annotated[int, Field(ge=1, le=256)]
+    lora_target_modules: tuple[str, ...]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CustomizationTraining:
+        if self.quantization == "4bit" and self.method != "lora":
+            raise ValueError("quantization: 4bit trains LoRA adapters only; set method to lora")
+        if self.method == "lora":
+            unknown = [m for m in self.lora_target_modules if m not in LORA_MODULE_SHAPES]
+            if unknown or not self.lora_target_modules:
+                raise ValueError(
+                    f"lora_target_modules: unknown or none ({', '.join(unknown)}); "
+                    f"known: {', '.join(LORA_MODULE_SHAPES)}"
+                )
+        return self
+
+    def hyperparameters(self) -> dict[str, str]:
+        """The training job's hyperparameters (``customize.train`` names, string values)."""
+        values = {
+            "method": self.method,
+            "quantization": self.quantization,
+            "bf16": self.bf16,
+            "gradient_checkpointing": self.gradient_checkpointing,
+            "batch_size": self.batch_size,
+            "max_seq_len": self.max_seq_len,
+            "lora_rank": self.lora_rank,
+            "lora_alpha": 2 * self.lora_rank,
+            "lora_target_modules": ",".join(self.lora_target_modules),
+        }
+        if self.quantization == "4bit":
+            values["save_format"] = "adapter"
+        return {
+            key: (str(value).lower() if isinstance(value, bool) else str(value))
+            for key, value in values.items()
+        }
+
+
 class CustomizationConfig(_Frozen):
-    """The customization pipeline: GPU instances of its training and evaluation jobs, spot."""
+    """The customization pipeline: GPU instances of its jobs, spot, the training settings."""
 
     training_instance_type: str
     evaluation_instance_type: str
     # Managed spot training with checkpoints (the evaluation job always runs on demand).
     use_spot: bool
+    model_shape: ModelShape
+    training: CustomizationTraining
 
     @property
     def training_instance(self) -> GpuInstanceType:
@@ -265,24 +331,65 @@ class EnvironmentConfig(_Frozen):
 
     @model_validator(mode="after")
     def _chat_model_fits_customization_jobs(self) -> EnvironmentConfig:
-        # The pipeline customizes the chat model; its jobs hold it in float32 on one GPU.
+        # The pipeline customizes the chat model: training as customize.train runs it (FSDP
+        # over the instance's GPUs, or QLoRA on one), evaluation with vLLM as the chat
+        # endpoint runs it (its tensor-parallel degree and context length).
         if self.customization is None:
             return self
-        model = self.chat.model
-        need_gb = model.parameters_billion * CUSTOMIZATION_BYTES_PER_PARAMETER
-        for field, instance in (
-            ("training_instance_type", self.customization.training_instance),
-            ("evaluation_instance_type", self.customization.evaluation_instance),
-        ):
-            budget_gb = MAX_WEIGHT_SHARE_OF_GPU_MEMORY * instance.gpu_memory_gb
-            if need_gb > budget_gb:
-                raise ValueError(
-                    f"customization.{field}: the chat model's {model.parameters_billion}B "
-                    f"parameters in float32 (as the customization jobs load them, on one GPU) "
-                    f"need {need_gb:.1f} GB, more than "
-                    f"{MAX_WEIGHT_SHARE_OF_GPU_MEMORY:.0%} of one {instance.gpu_memory_gb} GB GPU "
-                    f"of {instance.name} ({budget_gb:.1f} GB)"
-                )
+        model, shape = self.chat.model, self.customization.model_shape
+        training, instance = self.customization.training, self.customization.training_instance
+        need = training_memory_per_gpu(
+            parameters_billion=model.parameters_billion,
+            hidden_size=shape.hidden_size,
+            num_layers=shape.num_layers,
+            vocab_size=shape.vocab_size,
+            method=training.method,
+            quantization=training.quantization,
+            bf16=training.bf16,
+            gradient_checkpointing=training.gradient_checkpointing,
+            batch_size=training.batch_size,
+            max_seq_len=training.max_seq_len,
+            lora_rank=training.lora_rank,
+            lora_targets=list(training.lora_target_modules),
+            gpus=instance.gpu_count,
+        )
+        budget_gb = MAX_WEIGHT_SHARE_OF_GPU_MEMORY * instance.gpu_memory_gb
+        if need.total_gb > budget_gb:
+            gpus = 1 if training.quantization == "4bit" else instance.gpu_count
+            raise ValueError(
+                f"customization.training_instance_type: training the chat model's "
+                f"{model.parameters_billion}B parameters ({training.method}, quantization "
+                f"{training.quantization}, batch {training.batch_size} x {training.max_seq_len}"
+                f" per GPU, sharded over {gpus} GPU(s)) needs {need.describe()}, more than "
+                f"{MAX_WEIGHT_SHARE_OF_GPU_MEMORY:.0%} of one {instance.gpu_memory_gb} GB GPU "
+                f"of {instance.name} ({budget_gb:.1f} GB)"
+            )
+        evaluation = self.customization.evaluation_instance
+        tp = self.chat.tensor_parallel_degree
+        if tp > evaluation.gpu_count or evaluation.gpu_count % tp:
+            raise ValueError(
+                f"customization.evaluation_instance_type: the evaluation generates with vLLM "
+                f"at the chat endpoint's tensor_parallel_degree {tp}, which must divide and not "
+                f"exceed the {evaluation.gpu_count} GPU(s) of {evaluation.name}"
+            )
+        need = evaluation_memory_per_gpu(
+            parameters_billion=model.parameters_billion,
+            hidden_size=shape.hidden_size,
+            num_layers=shape.num_layers,
+            vocab_size=shape.vocab_size,
+            dtype_bytes=BYTES_PER_PARAMETER[model.dtype],
+            tensor_parallel_degree=tp,
+            max_model_len=model.max_model_len,
+        )
+        budget_gb = model.gpu_memory_utilization * evaluation.gpu_memory_gb
+        if need.total_gb > budget_gb:
+            raise ValueError(
+                f"customization.evaluation_instance_type: vLLM serving the chat model's "
+                f"{model.parameters_billion}B parameters in {model.dtype} at tensor parallel "
+                f"{tp} ({model.max_model_len} tokens) needs {need.describe()}, more than "
+                f"{model.gpu_memory_utilization:.0%} of one {evaluation.gpu_memory_gb} GB GPU "
+                f"of {evaluation.name} ({budget_gb:.1f} GB)"
+            )
         return self
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -10,14 +11,12 @@ from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
+from stacks.constructs.build_context import repository_context_excludes
 from stacks.constructs.customization_pipeline import CustomizationPipeline
 from stacks.constructs.llm_endpoint import LlmEndpoint
 from stacks.constructs.model_assets_bucket import ModelAssetsBucket
 
 __all__ = ["CustomizationStack", "chat_model_data_url"]
-
-# The build context is the repository root; only the package and its pins go in.
-_JOBS_IMAGE_INCLUDES = ["*", "!customize", "!requirements/customize.txt", "**/__pycache__"]
 
 
 def chat_model_data_url(chat_endpoint: LlmEndpoint) -> str:
@@ -52,6 +51,8 @@ class CustomizationStack(Stack):
         GPU instances of the training and evaluation jobs.
     use_spot:
         Managed spot training with checkpoints.
+    training_hyperparameters, evaluation_tensor_parallel_degree, evaluation_max_model_len:
+        Default training hyperparameters; the chat endpoint's vLLM settings for evaluation.
     **stack_kwargs:
         Passed to :class:`aws_cdk.Stack`.
     """
@@ -71,6 +72,9 @@ class CustomizationStack(Stack):
         training_instance_type: str = "ml.g5.2xlarge",
         evaluation_instance_type: str = "ml.g5.xlarge",
         use_spot: bool = False,
+        training_hyperparameters: Mapping[str, str] | None = None,
+        evaluation_tensor_parallel_degree: int = 1,
+        evaluation_max_model_len: int = 2048,
         **stack_kwargs: Any,
     ) -> None:
         super().__init__(scope, construct_id, **stack_kwargs)
@@ -81,7 +85,9 @@ class CustomizationStack(Stack):
             file="customize/Dockerfile",
             platform=ecr_assets.Platform.LINUX_AMD64,
             build_args={"BASE_IMAGE": base_image},
-            exclude=_JOBS_IMAGE_INCLUDES,
+            exclude=repository_context_excludes(
+                "customize", "requirements/customize.txt", "requirements/customize-gpu.txt"
+            ),
             ignore_mode=IgnoreMode.DOCKER,
         )
         self.pipeline = CustomizationPipeline(
@@ -97,4 +103,7 @@ class CustomizationStack(Stack):
             training_instance_type=training_instance_type,
             evaluation_instance_type=evaluation_instance_type,
             use_spot=use_spot,
+            training_hyperparameters=training_hyperparameters,
+            evaluation_tensor_parallel_degree=evaluation_tensor_parallel_degree,
+            evaluation_max_model_len=evaluation_max_model_len,
         )

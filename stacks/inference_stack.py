@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from aws_cdk import Stack
+from aws_cdk import IgnoreMode, Stack
 from aws_cdk import aws_ecr_assets as ecr_assets
 from constructs import Construct
 
 from stacks.config import EndpointSettings
-from stacks.constructs.build_context import BUILD_CONTEXT_EXCLUDES
+from stacks.constructs.build_context import repository_context_excludes
 from stacks.constructs.llm_endpoint import LlmEndpoint
 from stacks.constructs.model_artifact import ModelArtifact
 from stacks.constructs.model_assets_bucket import ModelAssetsBucket
@@ -67,10 +67,12 @@ class InferenceStack(Stack):
         self.image = ecr_assets.DockerImageAsset(
             self,
             "InferenceImage",
-            directory=str(container_dir),
+            directory=str(container_dir.parent),
+            file=f"{container_dir.name}/Dockerfile",
             platform=ecr_assets.Platform.LINUX_AMD64,
             build_args={"BASE_IMAGE": base_image},
-            exclude=BUILD_CONTEXT_EXCLUDES,
+            exclude=repository_context_excludes(container_dir.name),
+            ignore_mode=IgnoreMode.DOCKER,
         )
         self.endpoints: dict[str, LlmEndpoint] = {}
         for role, settings in (("chat", chat), ("moderation", moderation)):

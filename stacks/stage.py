@@ -124,6 +124,9 @@ class ChatbotStage(Stage):
                 training_instance_type=config.customization.training_instance_type,
                 evaluation_instance_type=config.customization.evaluation_instance_type,
                 use_spot=config.customization.use_spot,
+                training_hyperparameters=config.customization.training.hyperparameters(),
+                evaluation_tensor_parallel_degree=config.chat.tensor_parallel_degree,
+                evaluation_max_model_len=config.chat.model.max_model_len,
                 termination_protection=config.protect_data,
                 description=f"chatbot {config.name}: customization pipeline",
             )

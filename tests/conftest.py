@@ -15,3 +15,20 @@ os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+
+
+import pytest  # noqa: E402 - the environment above must be set before anything imports boto3
+
+# Directories whose tests share one expensive session resource (a synth of every environment,
+# the local stack, a loaded model): under pytest-xdist each stays on one worker, so the
+# resource is built once. Other tests are grouped by module (module-scoped servers).
+_SHARED_BY_DIRECTORY = ("infra", "e2e")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test with the ``xdist_group`` that ``--dist loadgroup`` schedules by."""
+    root = config.rootpath / "tests"
+    for item in items:
+        parts = item.path.relative_to(root).parts
+        group = parts[0] if parts[0] in _SHARED_BY_DIRECTORY else "/".join(parts)
+        item.add_marker(pytest.mark.xdist_group(group))

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 
+from chatbot_contracts.container import JSONLINES
 from inference_server.app_state import services_of
 from inference_server.errors import InvalidRequestError, NotReadyError
 from inference_server.protocol import ChatRequest, ModerationRequest
@@ -16,8 +17,6 @@ from inference_server.protocol import ChatRequest, ModerationRequest
 __all__ = ["router"]
 
 router = APIRouter()
-
-JSONLINES = "application/jsonlines"
 
 
 @router.get("/ping")
@@ -78,6 +77,7 @@ async def invocations(request: Request) -> Response:
         raise NotReadyError("chat resources not loaded yet")
     prepared = await services.chat.prepare(chat_request)
     if not chat_request.stream:
-        return JSONResponse(await services.chat.generate(prepared))
+        final = await services.chat.generate(prepared)
+        return JSONResponse(final.model_dump(exclude_none=True))
     stream = await services.chat.open_stream(prepared)
     return StreamingResponse(stream.lines(), media_type=JSONLINES)

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from fastapi import FastAPI
 
 from inference_server.errors import NotReadyError
-
-if TYPE_CHECKING:
-    from inference_server.app import Services
+from inference_server.services import Services
 
 __all__ = ["services_of"]
 

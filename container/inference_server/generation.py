@@ -8,10 +8,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from chatbot_contracts.container import Details, ErrorBody, ErrorEvent, FinalEvent, Source
 from inference_server.backend_client import BackendClient, CompletionStream
 from inference_server.errors import InferenceError, InvalidRequestError, PromptTooLongError
 from inference_server.prompting import Passage, PromptBuilder, StopTrimmer
-from inference_server.protocol import ChatRequest
+from inference_server.protocol import ChatRequest, to_backend_params
 from inference_server.retrieval import Retriever
 
 __all__ = ["ChatService", "PreparedChat", "TokenStream"]
@@ -27,32 +28,49 @@ class PreparedChat:
     prompt_tokens: int
     backend_params: dict[str, Any]
     stop_words: list[str]
-    sources: list[dict[str, Any]] = field(default_factory=list)
+    sources: list[Source] = field(default_factory=list)
     retrieval_error: str | None = None
 
 
-def _sources(passages: list[Passage]) -> list[dict[str, Any]]:
-    return [{"id": p.id, "title": p.title, "score": round(p.score, 4)} for p in passages]
+def _sources(passages: list[Passage]) -> list[Source]:
+    return [Source(id=p.id, title=p.title, score=round(p.score, 4)) for p in passages]
 
 
-def _details(prepared: PreparedChat, finish_reason: str, generated_tokens: int) -> dict[str, Any]:
-    details: dict[str, Any] = {
-        "finish_reason": finish_reason,
-        "prompt_tokens": prepared.prompt_tokens,
-        "generated_tokens": generated_tokens,
-        "sources": prepared.sources,
-    }
-    if prepared.retrieval_error is not None:
-        details["retrieval_error"] = prepared.retrieval_error
-    return details
+def _final(prepared: PreparedChat, text: str, finish_reason: str, tokens: int) -> FinalEvent:
+    details = Details(
+        finish_reason=finish_reason,
+        prompt_tokens=prepared.prompt_tokens,
+        generated_tokens=tokens,
+        sources=prepared.sources,
+        retrieval_error=prepared.retrieval_error,
+    )
+    return FinalEvent(generated_text=text, details=details)
 
 
-def _line(payload: dict[str, Any]) -> bytes:
-    return json.dumps(payload, separators=(",", ":")).encode() + b"\n"
+def _line(event: FinalEvent | ErrorEvent) -> bytes:
+    return event.model_dump_json(exclude_none=True).encode() + b"\n"
 
 
-def _token_line(text: str) -> bytes:
-    # Built by hand: this runs once per token, and json.dumps of a bare string is the fast path.
+def _error_line(error_type: str, message: str) -> bytes:
+    return _line(ErrorEvent(error=ErrorBody(type=error_type, message=message)))
+
+
+def token_line(text: str) -> bytes:
+    """The ``TokenEvent`` line of ``text``.
+
+    Built by hand rather than through the model: this runs once per token, and ``json.dumps``
+    of a bare string is the fast path; a test holds it equal to the model's serialization.
+
+    Parameters
+    ----------
+    text
+        The relayed text.
+
+    Returns
+    -------
+    bytes
+        ``{"token":{"text":...}}`` and a newline.
+    """
     return b'{"token":{"text":' + json.dumps(text).encode() + b"}}\n"
 
 
@@ -81,31 +99,26 @@ class TokenStream:
                 text = trimmer.feed(chunk.text)
                 if text:
                     pieces.append(text)
-                    yield _token_line(text)
+                    yield token_line(text)
                 if trimmer.stopped:
                     finish_reason = "stop"
                     break
             tail = trimmer.flush()
             if tail:
                 pieces.append(tail)
-                yield _token_line(tail)
+                yield token_line(tail)
         except InferenceError as exc:
             logger.warning("stream failed after %d pieces: %s", len(pieces), exc.message)
-            yield _line({"error": {"type": exc.error_type, "message": exc.message}})
+            yield _error_line(exc.error_type, exc.message)
             return
         except Exception:
             logger.exception("stream failed")
-            yield _line({"error": {"type": "internal_error", "message": "internal server error"}})
+            yield _error_line("internal_error", "internal server error")
             return
         finally:
             await self._stream.aclose()
         tokens = reported_tokens if reported_tokens is not None else chunks_seen
-        yield _line(
-            {
-                "generated_text": "".join(pieces),
-                "details": _details(self._prepared, finish_reason, tokens),
-            }
-        )
+        yield _line(_final(self._prepared, "".join(pieces), finish_reason, tokens))
 
 
 class ChatService:
@@ -203,7 +216,8 @@ class ChatService:
         return PreparedChat(
             prompt=prompt,
             prompt_tokens=prompt_tokens,
-            backend_params=parameters.to_backend_params(
+            backend_params=to_backend_params(
+                parameters,
                 max_tokens=max_new_tokens,
                 extra_stop=self._stop_words,
                 vllm_extensions=self._vllm_extensions,
@@ -213,7 +227,7 @@ class ChatService:
             retrieval_error=retrieval_error,
         )
 
-    async def generate(self, prepared: PreparedChat) -> dict[str, Any]:
+    async def generate(self, prepared: PreparedChat) -> FinalEvent:
         """Run a non-streamed completion and build the final object.
 
         Parameters
@@ -223,8 +237,8 @@ class ChatService:
 
         Returns
         -------
-        dict[str, Any]
-            ``{"generated_text": ..., "details": {...}}``.
+        FinalEvent
+            The generated text and its details.
         """
         completion = await self._backend.complete(prepared.prompt, prepared.backend_params)
         trimmer = StopTrimmer(prepared.stop_words)
@@ -235,7 +249,7 @@ class ChatService:
             if completion.completion_tokens is not None
             else self._prompts.count_tokens(completion.text)
         )
-        return {"generated_text": text, "details": _details(prepared, finish_reason, tokens)}
+        return _final(prepared, text, finish_reason, tokens)
 
     async def open_stream(self, prepared: PreparedChat) -> TokenStream:
         """Open the backend stream (errors here still become HTTP errors).

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import signal
 import socket
 import sys
@@ -13,16 +12,17 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import uvicorn
+from pydantic import ValidationError
 
 from inference_server.app import build_app
 from inference_server.artifacts import download_s3_prefix
 from inference_server.backend_client import BackendClient
-from inference_server.settings import DEFAULT_PROPERTIES_PATH, ServingSettings, load_settings
+from inference_server.settings import LauncherSettings, ServingSettings, load_settings
 
 __all__ = [
-    "build_local_command",
     "build_vllm_command",
     "free_port",
     "main",
@@ -45,17 +45,17 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def resolve_weights(settings: ServingSettings) -> Path:
-    """Make the weights local: download an S3 prefix, or convert a local GGUF (local backend).
+    """Make the weights local: download an S3 prefix, or check that a local path exists.
 
     Parameters
     ----------
     settings
-        Validated settings; ``model_id`` is an ``s3://`` URI, a path or ``package:`` reference.
+        Validated settings; ``model_id`` is an ``s3://`` URI or a path.
 
     Returns
     -------
     Path
-        A local model directory vLLM (or the local backend) can load.
+        A local model directory vLLM can load.
     """
     model_id = settings.model_id
     if model_id.startswith("s3://"):
@@ -63,11 +63,6 @@ def resolve_weights(settings: ServingSettings) -> Path:
         target = download_s3_prefix(model_id, settings.download_dir)
         logger.info("weights downloaded in %.1f s", time.monotonic() - started)
         return target
-    if settings.backend == "local":
-        from inference_server.local_backend import resolve_local_model
-
-        cache = settings.local_model_cache.resolve()
-        return resolve_local_model(settings.resolve(model_id), cache).resolve()
     path = Path(settings.resolve(model_id)).resolve()
     if not path.exists():
         raise FileNotFoundError(f"option.model_id: {path} does not exist")
@@ -122,49 +117,13 @@ def build_vllm_command(settings: ServingSettings, model_dir: Path, port: int) ->
     return command
 
 
-def build_local_command(settings: ServingSettings, model_dir: Path, port: int) -> list[str]:
-    """Local backend (``transformers serve`` with a small model) command line.
-
-    Parameters
-    ----------
-    settings
-        Validated settings.
-    model_dir
-        Converted model directory.
-    port
-        Loopback port for the backend.
-
-    Returns
-    -------
-    list[str]
-        The argv to execute.
-    """
-    return [
-        sys.executable,
-        "-m",
-        "inference_server.local_backend",
-        "--model",
-        str(model_dir),
-        "--cache-dir",
-        str(settings.local_model_cache.resolve()),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-
-
-def prepare_settings(
-    settings: ServingSettings, *, backend_url: str | None = None
-) -> tuple[ServingSettings, list[str] | None]:
+def prepare_settings(settings: ServingSettings) -> tuple[ServingSettings, list[str] | None]:
     """Resolve weights and decide the backend command and URL.
 
     Parameters
     ----------
     settings
         Settings as loaded.
-    backend_url
-        For ``backend=external``: the running backend to use.
 
     Returns
     -------
@@ -173,20 +132,14 @@ def prepare_settings(
         command to start (``None`` for an external backend).
     """
     if settings.backend == "external":
-        url = backend_url or settings.backend_url
-        return settings.model_copy(update={"backend_url": url}), None
+        return settings, None
     model_dir = resolve_weights(settings)
     port = free_port()
     update: dict[str, object] = {
         "backend_url": f"http://127.0.0.1:{port}",
         "tokenizer": settings.tokenizer or str(model_dir),
     }
-    if settings.backend == "vllm":
-        command = build_vllm_command(settings, model_dir, port)
-    else:
-        command = build_local_command(settings, model_dir, port)
-        # transformers serve names a preloaded model by its path.
-        update["served_model_name"] = str(model_dir)
+    command = build_vllm_command(settings, model_dir, port)
     return settings.model_copy(update=update), command
 
 
@@ -267,15 +220,17 @@ class _Supervisor:
             await process.wait()
 
 
-async def _run(settings: ServingSettings, command: list[str] | None, host: str, port: int) -> int:
+async def _run(
+    settings: ServingSettings, command: list[str] | None, process: LauncherSettings
+) -> int:
     app = build_app(settings)
     config = uvicorn.Config(
         app,
-        host=host,
-        port=port,
-        log_level=os.environ.get("LOG_LEVEL", "info").lower(),
+        host=process.host,
+        port=process.port,
+        log_level=process.log_level,
         access_log=False,
-        timeout_graceful_shutdown=int(os.environ.get("DRAIN_TIMEOUT_S", "120")),
+        timeout_graceful_shutdown=process.drain_timeout_s,
         timeout_keep_alive=75,
     )
     server = uvicorn.Server(config)
@@ -302,8 +257,27 @@ async def _run(settings: ServingSettings, command: list[str] | None, host: str, 
     return 0
 
 
+def _parser() -> argparse.ArgumentParser:
+    # No defaults here: an argument left out falls back to the environment, then the file.
+    parser = argparse.ArgumentParser(prog="inference_server serve")
+    parser.add_argument("--properties", type=Path, help="serving.properties to read")
+    parser.add_argument("--host", help="interface to serve on (default 0.0.0.0)")
+    parser.add_argument("--port", type=int, help="port (default $SAGEMAKER_BIND_TO_PORT or 8080)")
+    parser.add_argument("--backend", choices=("vllm", "external"))
+    parser.add_argument("--backend-url", help="with --backend external: the running backend")
+    return parser
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    return {name: value for name, value in values.items() if value is not None}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, load settings, start everything (``python -m inference_server serve``).
+
+    Every setting resolves the same way: an explicit argument, else its environment variable
+    (``OPTION_*``, ``SAGEMAKER_BIND_TO_PORT``, ``LOG_LEVEL``, ...), else serving.properties,
+    else the default.
 
     Parameters
     ----------
@@ -313,28 +287,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        0 after a clean shutdown, 1 when the backend died or never became healthy.
+        0 after a clean shutdown, 1 when the backend died or never became healthy, 2 when a
+        setting is invalid (the message names it).
     """
-    parser = argparse.ArgumentParser(prog="inference_server serve")
-    parser.add_argument(
-        "--properties",
-        type=Path,
-        default=Path(os.environ.get("SERVING_PROPERTIES_PATH", DEFAULT_PROPERTIES_PATH)),
-    )
-    parser.add_argument("--host", default=os.environ.get("SERVER_HOST", "0.0.0.0"))  # noqa: S104
-    parser.add_argument(
-        "--port", type=int, default=int(os.environ.get("SAGEMAKER_BIND_TO_PORT", "8080"))
-    )
-    parser.add_argument("--backend", choices=("vllm", "local", "external"))
-    parser.add_argument("--backend-url", help="with --backend external: the running backend")
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
+    try:
+        process = LauncherSettings(
+            **_given(properties=args.properties, host=args.host, port=args.port)
+        )
+        settings = load_settings(
+            process.properties, **_given(backend=args.backend, backend_url=args.backend_url)
+        )
+    except ValidationError as exc:
+        print(f"inference_server: invalid settings\n{exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+        level=process.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     # One line per health poll would drown the log.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    overrides = {"backend": args.backend} if args.backend else {}
-    settings = load_settings(args.properties, **overrides)
-    settings, command = prepare_settings(settings, backend_url=args.backend_url)
-    return asyncio.run(_run(settings, command, args.host, args.port))
+    settings, command = prepare_settings(settings)
+    return asyncio.run(_run(settings, command, process))

@@ -6,20 +6,22 @@ import asyncio
 import re
 from collections.abc import Sequence
 
+from chatbot_contracts.moderation import MODERATION_LABELS, ModerationLabel, most_cautious
 from inference_server.backend_client import BackendClient
-from inference_server.protocol import MODERATION_LABELS, ModerationResponse
+from inference_server.protocol import ModerationResponse
 
 __all__ = ["FALLBACK_LABEL", "Moderator", "most_cautious", "parse_label"]
 
-FALLBACK_LABEL = "needs intervention"
+FALLBACK_LABEL: ModerationLabel = MODERATION_LABELS[-1]
 _INPUT_PLACEHOLDER = "{input}"
-# Longer labels first so "possibly needs caution" is not read as "needs caution".
+# Longer labels first, so that a label ending in a shorter one is not read as the shorter.
 _BY_LENGTH = sorted(MODERATION_LABELS, key=len, reverse=True)
 _LABEL_PATTERN = re.compile("|".join(re.escape(label) for label in _BY_LENGTH))
+_BY_TEXT: dict[str, ModerationLabel] = {label: label for label in MODERATION_LABELS}
 _NUMBERED = {str(n): label for n, label in enumerate(MODERATION_LABELS, start=1)}
 
 
-def parse_label(output: str) -> str:
+def parse_label(output: str) -> ModerationLabel:
     """Read a label from model output.
 
     The earliest label mentioned wins (models often go on to invent more examples); a bare
@@ -39,16 +41,11 @@ def parse_label(output: str) -> str:
     text = " ".join(output.lower().replace("_", " ").split())
     match = _LABEL_PATTERN.search(text)
     if match is not None:
-        return match.group(0)
+        return _BY_TEXT[match.group(0)]
     number = re.match(r"^\W*(\d)\b", text)
     if number is not None and number.group(1) in _NUMBERED:
         return _NUMBERED[number.group(1)]
     return FALLBACK_LABEL
-
-
-def most_cautious(labels: Sequence[str]) -> str:
-    """Return the most cautious of several labels (the batch's overall label)."""
-    return max(labels, key=MODERATION_LABELS.index)
 
 
 class Moderator:
@@ -76,7 +73,7 @@ class Moderator:
         """Place one text into the few-shot prompt (newlines kept on one line)."""
         return self._before + " ".join(text.split()) + self._after
 
-    async def classify_one(self, text: str) -> str:
+    async def classify_one(self, text: str) -> ModerationLabel:
         """Classify one text.
 
         Parameters

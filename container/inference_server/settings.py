@@ -1,8 +1,9 @@
-"""Runtime settings: serving.properties (LMI convention) with OPTION_* environment overrides."""
+"""Runtime settings: CLI arguments > OPTION_* environment > serving.properties > code defaults."""
 
 from __future__ import annotations
 
 import json
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -14,8 +15,11 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from chatbot_contracts.options import OPTION_PREFIX
+
 __all__ = [
     "DEFAULT_PROPERTIES_PATH",
+    "LauncherSettings",
     "ServingSettings",
     "load_settings",
     "read_properties",
@@ -24,6 +28,9 @@ __all__ = [
 DEFAULT_PROPERTIES_PATH = Path("/opt/ml/model/serving.properties")
 
 Role = Literal["chat", "moderation"]
+
+# The serving.properties values of the load_settings call in progress (see _PropertiesSource).
+_PROPERTIES: ContextVar[dict[str, Any]] = ContextVar("serving_properties", default={})  # noqa: B039
 
 
 def read_properties(path: Path) -> dict[str, str]:
@@ -54,25 +61,37 @@ def read_properties(path: Path) -> dict[str, str]:
     return options
 
 
+class _PropertiesSource(PydanticBaseSettingsSource):
+    """serving.properties as a settings source, ranked below the environment."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return _PROPERTIES.get().get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_PROPERTIES.get())
+
+
 class ServingSettings(BaseSettings):
     """Everything the container needs, validated once at start-up.
 
-    Values come from ``serving.properties`` and are overridden by ``OPTION_<KEY>`` environment
-    variables (how the CDK app sets per-environment values on the SageMaker Model). Relative
-    paths are resolved against ``model_dir``, the directory holding serving.properties.
+    One precedence for every value: explicit arguments (the launcher's command line, or keyword
+    arguments) > ``OPTION_<KEY>`` environment variables (what the CDK app sets per environment
+    on the SageMaker Model) > ``serving.properties`` (what does not vary per environment) >
+    the defaults below. Relative paths resolve against ``model_dir``, the directory holding
+    serving.properties.
     """
 
     model_config = SettingsConfigDict(
-        env_prefix="OPTION_", case_sensitive=False, extra="ignore", frozen=True
+        env_prefix=OPTION_PREFIX, case_sensitive=False, extra="ignore", frozen=True
     )
 
     role: Role
     model_id: str = Field(description="weights: s3:// URI, local path, or package:<pkg>/<file>")
     model_dir: Path = Field(default=Path("/opt/ml/model"), description="artifact directory")
 
-    # Backend: vLLM started by the launcher, the local transformers server, or one already
-    # running at backend_url (tests, benchmarks).
-    backend: Literal["vllm", "local", "external"] = "vllm"
+    # Backend: vLLM started by the launcher, or an OpenAI-compatible server already running at
+    # backend_url (the local stack, tests, benchmarks).
+    backend: Literal["vllm", "external"] = "vllm"
     backend_url: str = "http://127.0.0.1:8081"
     tensor_parallel_degree: int = Field(default=1, ge=1, le=64)
     max_model_len: int = Field(default=2048, ge=16)
@@ -80,8 +99,10 @@ class ServingSettings(BaseSettings):
     gpu_memory_utilization: float = Field(default=0.9, gt=0.0, le=1.0)
     enable_prefix_caching: bool = True
     served_model_name: str = "model"
+    # vLLM's extra sampling fields (top_k, repetition_penalty) go to a vllm backend only, and
+    # only while this is on: a plain OpenAI server standing in for vLLM locally rejects them.
+    sampling_extensions: bool = True
     download_dir: Path = Field(default=Path("/tmp/weights"), description="S3 weights go here")  # noqa: S108
-    local_model_cache: Path = Path(".cache/models")
     backend_startup_timeout_s: float = Field(default=1800.0, gt=0)
     tokenizer: str | None = Field(
         default=None, description="tokenizer dir; defaults to the downloaded weights dir"
@@ -125,8 +146,7 @@ class ServingSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The properties file arrives as init kwargs; OPTION_* variables must win over it.
-        return env_settings, init_settings
+        return init_settings, env_settings, _PropertiesSource(settings_cls)
 
     @field_validator("stop_words", mode="before")
     @classmethod
@@ -174,7 +194,7 @@ class ServingSettings(BaseSettings):
         return str(self.model_dir / value)
 
 
-def load_settings(properties_path: Path | None = None, **overrides: Any) -> ServingSettings:
+def load_settings(properties_path: Path | None = None, **arguments: Any) -> ServingSettings:
     """Load and validate the settings.
 
     Parameters
@@ -182,8 +202,9 @@ def load_settings(properties_path: Path | None = None, **overrides: Any) -> Serv
     properties_path
         serving.properties; defaults to ``/opt/ml/model/serving.properties``. A missing file is
         allowed when every required option comes from the environment.
-    **overrides
-        Values that win over the file but not over ``OPTION_*`` variables (e.g. tests).
+    **arguments
+        Explicit values (the launcher's command-line arguments): they win over ``OPTION_*``
+        variables and the file.
 
     Returns
     -------
@@ -193,5 +214,32 @@ def load_settings(properties_path: Path | None = None, **overrides: Any) -> Serv
     path = properties_path or DEFAULT_PROPERTIES_PATH
     values: dict[str, Any] = read_properties(path) if path.is_file() else {}
     values.setdefault("model_dir", str(path.parent))
-    values.update(overrides)
-    return ServingSettings(**values)
+    token = _PROPERTIES.set(values)
+    try:
+        return ServingSettings(**arguments)
+    finally:
+        _PROPERTIES.reset(token)
+
+
+class LauncherSettings(BaseSettings):
+    """The launcher's own process settings: command-line arguments > environment > defaults.
+
+    The environment names are SageMaker's (``SAGEMAKER_BIND_TO_PORT``) or the image's own.
+    """
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    properties: Path = Field(
+        default=DEFAULT_PROPERTIES_PATH, validation_alias="SERVING_PROPERTIES_PATH"
+    )
+    host: str = Field(default="0.0.0.0", validation_alias="SERVER_HOST")  # noqa: S104
+    port: int = Field(default=8080, ge=1, le=65535, validation_alias="SAGEMAKER_BIND_TO_PORT")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        default="info", validation_alias="LOG_LEVEL"
+    )
+    drain_timeout_s: int = Field(default=120, ge=0, le=3600, validation_alias="DRAIN_TIMEOUT_S")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_case_level(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from chatbot_contracts.front_door import OpenAIErrorEnvelope
 from front_door.chat import ChatService, Delta, Failure, Finish, Turn
 from front_door.errors import FrontDoorError, SessionNotFoundError
 from front_door.observability import RequestMetrics, bind_log_context
@@ -22,7 +23,6 @@ from front_door.protocol import (
     SESSION_ID_PATTERN,
     ChatCompletion,
     ChatCompletionRequest,
-    ErrorEnvelope,
     Health,
     SessionDeleted,
     SessionDetail,
@@ -54,7 +54,7 @@ _SSE_EVENT_SCHEMA: dict[str, Any] = {
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    return {status: {"model": ErrorEnvelope} for status in statuses}
+    return {status: {"model": OpenAIErrorEnvelope} for status in statuses}
 
 
 async def caller(request: Request) -> str:

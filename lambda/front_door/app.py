@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from front_door.api_router import router
-from front_door.errors import install_error_handlers
+from front_door.error_handlers import install_error_handlers
 from front_door.settings import Settings
 
 

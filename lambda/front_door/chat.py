@@ -12,6 +12,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
+from chatbot_contracts.container import Details, FinalEvent, StreamEvent, TokenEvent
 from front_door.endpoint_client import ContainerStream, EndpointClient
 from front_door.errors import (
     FrontDoorError,
@@ -117,6 +118,7 @@ class ChatService:
         self._moderator = moderator
         self._store = store
         self._limiter = anyio.CapacityLimiter(settings.max_pool_connections)
+        self._closing: set[asyncio.Task[None]] = set()  # streams of refused turns, closing
 
     def _check_limits(self, request: ChatCompletionRequest) -> int:
         settings = self._settings
@@ -140,10 +142,13 @@ class ChatService:
     async def start_turn(
         self, request: ChatCompletionRequest, principal: str, metrics: RequestMetrics
     ) -> Turn:
-        """Validate limits, load history, moderate the input and open the model stream.
+        """Validate limits, load history, then moderate the input while opening the model stream.
 
         Everything that can fail with a plain HTTP error happens here, before the response
-        starts; nothing is written to the session store.
+        starts; nothing is written to the session store. The chat stream is opened together
+        with the input-moderation call; nothing of it is relayed before the verdict, and a
+        blocked input or a failed moderation call closes it (fail closed). An error opening
+        the stream counts only when the input passed.
 
         Parameters
         ----------
@@ -180,17 +185,27 @@ class ChatService:
             title = next(m.text() for m in request.messages if m.role == "user")
         bind_log_context(session_id=session_id)
 
-        verdict = await self._moderator.classify("\n".join(m.text() for m in request.messages))
+        # Generation starts while the input is judged (the verdict gates the relay, not the
+        # call), so time to first token is max(moderation, first token), not their sum.
+        body = request.to_container_request(history, max_new_tokens=max_new_tokens, stream=True)
+        opening = asyncio.ensure_future(
+            self._endpoints.open_stream(self._settings.chat_endpoint, body)
+        )
+        try:
+            verdict = await self._moderator.classify("\n".join(m.text() for m in request.messages))
+        except BaseException:  # fail closed; a cancelled request closes the stream too
+            self._close_when_open(opening)
+            raise
         metrics.add("ModerationChecks", "Count", 1)
         stream: ContainerStream | None = None
         if verdict.blocked:
+            self._close_when_open(opening)  # closing the stream stops generation upstream
             metrics.add("InputModerationBlocked", "Count", 1)
             if expected_count is None:
                 title = REDACTED_INPUT  # the blocked text must not live on as the title
             get_logger().info("input blocked by moderation", extra={"label": verdict.label})
         else:
-            body = request.to_container_request(history, max_new_tokens=max_new_tokens, stream=True)
-            stream = await self._endpoints.open_stream(self._settings.chat_endpoint, body)
+            stream = await opening
         return Turn(
             request=request,
             principal=principal,
@@ -202,6 +217,24 @@ class ChatService:
             metrics=metrics,
             started=started,
         )
+
+    def _close_when_open(self, opening: asyncio.Future[ContainerStream]) -> None:
+        """Close a chat stream whose turn ended before it was used, without waiting for it.
+
+        The refusal or error goes to the client at once; the stream is closed as soon as the
+        endpoint has accepted it, and a failure to open it is of no interest any more.
+        """
+
+        async def close() -> None:
+            try:
+                stream = await opening
+            except Exception:  # noqa: BLE001 - nobody waits for this stream any more
+                return
+            await stream.aclose()
+
+        task = asyncio.get_running_loop().create_task(close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def events(self, turn: Turn) -> AsyncGenerator[Event, None]:
         """Relay the turn as events and store it.
@@ -259,76 +292,120 @@ class ChatService:
     async def _generate(
         self, turn: Turn, stream: ContainerStream, outcome: _Outcome
     ) -> AsyncIterator[str]:
-        """Relay tokens; windowed output checks run beside the relay, never in its way.
+        """Relay tokens under windowed output checks, in the environment's moderation mode.
 
-        A flagged window stops the relay as soon as its verdict arrives (at most one
-        moderation round trip of tokens later); the check of the whole answer at the end is
-        awaited before the turn is stored and the last chunk is sent.
+        A check is due every ``moderation_every_tokens`` tokens (earlier at a sentence end)
+        and sees the last ``moderation_window_chars`` characters. The relay never runs more
+        than one window ahead of the verdicts: when the next window comes due while a check
+        still runs, the relay waits for that check.
+
+        - ``async``: tokens are relayed as they arrive and judged behind; a flagged window
+          stops the relay with at most ``moderation_every_tokens - 1`` tokens relayed after
+          its last token.
+        - ``sync``: a token is relayed only once a check of a window containing it passed;
+          at most ``2 * moderation_every_tokens`` tokens are held back, and none of a flagged
+          window is relayed.
+
+        The check of the whole answer at the end is awaited before the turn is stored and
+        the last chunk is sent (and, in ``sync``, before the last tokens are relayed).
         """
+        sync = self._settings.output_moderation_mode == "sync"
         window = OutputWindow(
             every_tokens=self._settings.moderation_every_tokens,
             min_tokens=self._settings.moderation_min_tokens,
             window_chars=self._settings.moderation_window_chars,
         )
+        tokens: list[str] = []  # every token received
         check: asyncio.Task[Verdict] | None = None
         check_len = covered_len = 0  # text length the running / last passed check saw
-        recheck = False
+        check_tokens = cleared = 0  # tokens the running / last passed check covered
+        items = aiter(stream)
+        next_item: asyncio.Task[StreamEvent] | None = None
 
         def start_check() -> asyncio.Task[Verdict]:
-            nonlocal check_len
-            check_len = len(window.text)
+            nonlocal check_len, check_tokens
+            check_len, check_tokens = len(window.text), len(tokens)
             return asyncio.create_task(self._moderator.classify(window.window()))
 
+        def relay() -> list[str]:
+            """Tokens that may go to the client now, in order."""
+            limit = cleared if sync else len(tokens)
+            ready = tokens[len(outcome.text) : limit]
+            if ready and not outcome.text:
+                ttft_ms = (time.perf_counter() - turn.started) * 1000
+                turn.metrics.add("TimeToFirstToken", "Milliseconds", ttft_ms)
+            outcome.text.extend(ready)
+            return ready
+
         try:
-            async for item in stream:
-                for text in self._texts(item, outcome):
+            while True:
+                if sync and check is not None and len(outcome.text) < len(tokens):
+                    # Held tokens go out as soon as their verdict arrives, not with the next
+                    # token (which may be a decode step or more away).
+                    if next_item is None:
+                        next_item = asyncio.ensure_future(anext(items))
+                    await asyncio.wait((next_item, check), return_when=asyncio.FIRST_COMPLETED)
+                    if not next_item.done():
+                        if self._apply(turn, check.result(), outcome):
+                            return
+                        check, covered_len, cleared = None, check_len, check_tokens
+                        for text in relay():
+                            yield text
+                        continue
+                try:
+                    if next_item is not None:
+                        event = await next_item
+                    else:
+                        event = await anext(items)
+                except StopAsyncIteration:
+                    break
+                finally:
+                    next_item = None
+                for text in self._texts(event, outcome, streamed=bool(tokens)):
+                    tokens.append(text)
                     if check is not None and check.done():
                         if self._apply(turn, check.result(), outcome):
                             return
-                        check, covered_len = None, check_len
-                        if recheck:  # a window came due while the last check ran
-                            recheck = False
-                            check = start_check()
+                        check, covered_len, cleared = None, check_len, check_tokens
                     if window.add(text):
-                        if check is None:
-                            check = start_check()
-                        else:
-                            recheck = True
-                    if not outcome.text:
-                        ttft_ms = (time.perf_counter() - turn.started) * 1000
-                        turn.metrics.add("TimeToFirstToken", "Milliseconds", ttft_ms)
-                    outcome.text.append(text)
-                    yield text
+                        if check is not None:  # never more than one window ahead
+                            if self._apply(turn, await check, outcome):
+                                return
+                            covered_len, cleared = check_len, check_tokens
+                        check = start_check()
+                    for ready in relay():
+                        yield ready
             if check is not None:
                 if self._apply(turn, await check, outcome):
                     return
-                covered_len = check_len
+                covered_len, cleared = check_len, check_tokens
             check = None
-            answer = "".join(outcome.text)
+            answer = "".join(tokens)
             # Skip the final check only when a passed window check already saw the whole answer.
             seen_whole = covered_len == len(answer) <= self._settings.moderation_window_chars
-            if answer and not seen_whole:
-                self._apply(turn, await self._moderator.classify(answer), outcome)
+            if (
+                answer
+                and not seen_whole
+                and self._apply(turn, await self._moderator.classify(answer), outcome)
+            ):
+                return
+            cleared = len(tokens)
+            for text in relay():
+                yield text
         finally:
-            if check is not None and not check.done():
-                check.cancel()
+            for task in (check, next_item):
+                if task is not None and not task.done():
+                    task.cancel()
 
-    def _texts(self, item: dict[str, Any], outcome: _Outcome) -> list[str]:
-        if isinstance(token := item.get("token"), dict):
-            text = str(token.get("text") or "")
-            return [text] if text else []
-        if "generated_text" in item:
-            details = item.get("details")
-            self._record_final(details if isinstance(details, dict) else {}, outcome)
-            if not outcome.text and item.get("generated_text"):
-                return [str(item["generated_text"])]  # a container that did not stream
+    def _texts(self, event: StreamEvent, outcome: _Outcome, *, streamed: bool) -> list[str]:
+        if isinstance(event, TokenEvent):
+            return [event.token.text] if event.token.text else []
+        if isinstance(event, FinalEvent):
+            self._record_final(event.details, outcome)
+            if not streamed and event.generated_text:
+                return [event.generated_text]  # a container that did not stream
             return []
-        if "error" in item:
-            error = item["error"] if isinstance(item["error"], dict) else {}
-            raise StreamInterruptedError(
-                f"The model failed mid-stream ({error.get('type', 'error')})."
-            )
-        return []
+        raise StreamInterruptedError(f"The model failed mid-stream ({event.error.type}).")
 
     @staticmethod
     def _apply(turn: Turn, verdict: Verdict, outcome: _Outcome) -> bool:
@@ -340,14 +417,11 @@ class ChatService:
         return verdict.blocked
 
     @staticmethod
-    def _record_final(details: dict[str, Any], outcome: _Outcome) -> None:
-        reason = str(details.get("finish_reason") or "stop")
+    def _record_final(details: Details, outcome: _Outcome) -> None:
+        reason = details.finish_reason or "stop"
         outcome.finish_reason = _FINISH_REASONS.get(reason, reason)
-        sources = details.get("sources")
-        if isinstance(sources, list):
-            outcome.sources = [source for source in sources if isinstance(source, dict)]
-        prompt = int(details.get("prompt_tokens") or 0)
-        generated = int(details.get("generated_tokens") or 0)
+        outcome.sources = [source.model_dump() for source in details.sources]
+        prompt, generated = details.prompt_tokens, details.generated_tokens
         outcome.usage = {
             "prompt_tokens": prompt,
             "completion_tokens": generated,

@@ -1,5 +1,4 @@
 """SageMaker runtime client: JSON calls and streamed JSON lines reassembled across PayloadParts."""
-# (boto3/botocore ship no type information and the shared mypy config names no override.)
 
 from __future__ import annotations
 
@@ -11,7 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
+from pydantic import BaseModel, ValidationError
 
+from chatbot_contracts.container import JSONLINES, ChatRequest, StreamEvent, parse_stream_line
 from front_door.errors import (
     FrontDoorError,
     InvalidRequestError,
@@ -49,7 +50,7 @@ _UNAVAILABLE_CODES = frozenset(
 
 
 class JsonLinesDecoder:
-    """Reassembles newline-delimited JSON objects from byte chunks split anywhere.
+    """Reassembles the container's stream events from byte chunks split anywhere.
 
     Lines are cut on the ``\\n`` byte before decoding, and that byte never occurs inside a
     multi-byte UTF-8 sequence, so a character split across two chunks is decoded whole.
@@ -59,8 +60,8 @@ class JsonLinesDecoder:
         self._buffer = bytearray()
         self._scanned = 0
 
-    def feed(self, data: bytes) -> list[dict[str, Any]]:
-        """Add a chunk and return the objects of every line it completed.
+    def feed(self, data: bytes) -> list[StreamEvent]:
+        """Add a chunk and return the events of every line it completed.
 
         Parameters
         ----------
@@ -69,11 +70,11 @@ class JsonLinesDecoder:
 
         Returns
         -------
-        list of dict
-            Parsed objects, in stream order (possibly empty).
+        list of StreamEvent
+            Validated events, in stream order (possibly empty).
         """
         self._buffer += data
-        objects: list[dict[str, Any]] = []
+        objects: list[StreamEvent] = []
         start = 0
         while (end := self._buffer.find(b"\n", max(start, self._scanned))) >= 0:
             objects.extend(_parse_line(self._buffer[start:end]))
@@ -84,32 +85,29 @@ class JsonLinesDecoder:
         self._scanned = len(self._buffer)
         return objects
 
-    def close(self) -> list[dict[str, Any]]:
+    def close(self) -> list[StreamEvent]:
         """Flush a final line that had no trailing newline.
 
         Returns
         -------
-        list of dict
-            The last object, if any bytes were pending.
+        list of StreamEvent
+            The last event, if any bytes were pending.
         """
         rest, self._buffer, self._scanned = bytes(self._buffer), bytearray(), 0
         return _parse_line(rest)
 
 
-def _parse_line(line: bytes | bytearray) -> list[dict[str, Any]]:
+def _parse_line(line: bytes | bytearray) -> list[StreamEvent]:
     if not line.strip():
         return []
     try:
-        value = json.loads(bytes(line).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return [parse_stream_line(bytes(line))]
+    except ValidationError as exc:
         raise StreamInterruptedError("The model stream sent a malformed line.") from exc
-    if not isinstance(value, dict):
-        raise StreamInterruptedError("The model stream sent a line that is not a JSON object.")
-    return [value]
 
 
-def iterate_stream_objects(events: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """Turn parsed ``InvokeEndpointWithResponseStream`` events into container JSON objects.
+def iterate_stream_objects(events: Iterable[dict[str, Any]]) -> Iterator[StreamEvent]:
+    """Turn parsed ``InvokeEndpointWithResponseStream`` events into container stream events.
 
     Parameters
     ----------
@@ -118,8 +116,8 @@ def iterate_stream_objects(events: Iterable[dict[str, Any]]) -> Iterator[dict[st
 
     Yields
     ------
-    dict
-        Each container protocol object (``{"token": ...}``, final object, ``{"error": ...}``).
+    StreamEvent
+        Each container protocol event (token, final object or error line).
 
     Raises
     ------
@@ -258,7 +256,7 @@ class EndpointClient:
         self._client = client
         self._limiter = anyio.CapacityLimiter(max_concurrency)
 
-    def invoke_json_blocking(self, endpoint_name: str, body: dict[str, Any]) -> dict[str, Any]:
+    def invoke_json_blocking(self, endpoint_name: str, body: BaseModel) -> dict[str, Any]:
         """``InvokeEndpoint`` with a JSON body; returns the JSON answer.
 
         Parameters
@@ -266,7 +264,7 @@ class EndpointClient:
         endpoint_name
             SageMaker endpoint name.
         body
-            Request object, sent as ``application/json``.
+            The request model, sent as ``application/json``.
 
         Returns
         -------
@@ -278,7 +276,7 @@ class EndpointClient:
         try:
             response = self._client.invoke_endpoint(
                 EndpointName=endpoint_name,
-                Body=json.dumps(body).encode(),
+                Body=body.model_dump_json(exclude_none=True).encode(),
                 ContentType="application/json",
                 Accept="application/json",
             )
@@ -293,7 +291,7 @@ class EndpointClient:
             raise UpstreamModelError("The model endpoint sent an unexpected answer.")
         return value
 
-    async def invoke_json(self, endpoint_name: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def invoke_json(self, endpoint_name: str, body: BaseModel) -> dict[str, Any]:
         """Async ``InvokeEndpoint`` (runs the blocking call in a worker thread).
 
         Parameters
@@ -310,21 +308,21 @@ class EndpointClient:
             self.invoke_json_blocking, endpoint_name, body, limiter=self._limiter
         )
 
-    def _open_stream(self, endpoint_name: str, body: dict[str, Any]) -> Any:
+    def _open_stream(self, endpoint_name: str, body: ChatRequest) -> Any:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             response = self._client.invoke_endpoint_with_response_stream(
                 EndpointName=endpoint_name,
-                Body=json.dumps(body).encode(),
+                Body=body.model_dump_json(exclude_none=True).encode(),
                 ContentType="application/json",
-                Accept="application/jsonlines",
+                Accept=JSONLINES,
             )
         except (ClientError, BotoCoreError) as exc:
             raise map_client_error(exc) from exc
         return response["Body"]
 
-    async def open_stream(self, endpoint_name: str, body: dict[str, Any]) -> ContainerStream:
+    async def open_stream(self, endpoint_name: str, body: ChatRequest) -> ContainerStream:
         """``InvokeEndpointWithResponseStream``; returns once the endpoint accepted the request.
 
         Errors of the initial call (after botocore's retries) raise the mapped
@@ -387,7 +385,7 @@ class ContainerStream:
     def __aiter__(self) -> ContainerStream:
         return self
 
-    async def __anext__(self) -> dict[str, Any]:
+    async def __anext__(self) -> StreamEvent:
         if self._finished:
             raise StopAsyncIteration
         item = await self._queue.get()
@@ -397,8 +395,8 @@ class ContainerStream:
         if isinstance(item, Exception):
             self._finished = True
             raise item
-        result: dict[str, Any] = item
-        return result
+        event: StreamEvent = item
+        return event
 
     async def aclose(self) -> None:
         """Stop reading and release the connection (e.g. after a moderation block)."""

@@ -1,13 +1,10 @@
-"""Typed front-door errors and their single mapping onto the OpenAI error envelope."""
+"""Typed front-door errors: each carries its HTTP status, OpenAI error type and code."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from chatbot_contracts.front_door import openai_error_envelope
 
 
 class FrontDoorError(Exception):
@@ -36,7 +33,7 @@ class FrontDoorError(Exception):
 
     def envelope(self) -> dict[str, Any]:
         """The OpenAI error envelope for this error."""
-        return error_envelope(self.message, self.error_type, self.code, self.param)
+        return openai_error_envelope(self.message, self.error_type, self.code, self.param)
 
 
 class InvalidRequestError(FrontDoorError):
@@ -131,77 +128,3 @@ class StreamInterruptedError(FrontDoorError):
     status_code = 502
     error_type = "upstream_error"
     code = "stream_interrupted"
-
-
-def error_envelope(
-    message: str, error_type: str, code: str | None, param: str | None = None
-) -> dict[str, Any]:
-    """Build ``{"error": {"message", "type", "param", "code"}}`` as the OpenAI API does.
-
-    Parameters
-    ----------
-    message, error_type, code, param
-        The envelope's fields.
-
-    Returns
-    -------
-    dict
-        The JSON-ready envelope.
-    """
-    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
-
-
-_STATUS_TYPES: dict[int, tuple[str, str]] = {
-    400: ("invalid_request_error", "invalid_request"),
-    401: ("authentication_error", "missing_principal"),
-    404: ("invalid_request_error", "not_found"),
-    405: ("invalid_request_error", "method_not_allowed"),
-    413: ("invalid_request_error", "request_too_large"),
-    415: ("invalid_request_error", "unsupported_media_type"),
-}
-
-
-def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
-    errors = exc.errors()
-    if not errors:
-        return "Invalid request.", None
-    first = errors[0]
-    location = [str(part) for part in first.get("loc", ()) if part != "body"]
-    param = ".".join(location) or None
-    text = str(first.get("msg", "invalid value"))
-    return (f"{param}: {text}" if param else text), param
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    """Map every error raised while serving onto the OpenAI envelope, in this one place.
-
-    Parameters
-    ----------
-    app
-        The application to install the handlers on.
-    """
-
-    async def on_front_door_error(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, FrontDoorError)
-        return JSONResponse(exc.envelope(), status_code=exc.status_code, headers=exc.headers())
-
-    async def on_validation_error(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, RequestValidationError)
-        message, param = _validation_message(exc)
-        body = error_envelope(message, "invalid_request_error", "invalid_request", param)
-        return JSONResponse(body, status_code=400)
-
-    async def on_http_error(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, StarletteHTTPException)
-        error_type, code = _STATUS_TYPES.get(exc.status_code, ("server_error", "internal_error"))
-        body = error_envelope(str(exc.detail), error_type, code)
-        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
-
-    async def on_unexpected_error(_: Request, exc: Exception) -> JSONResponse:
-        body = error_envelope("Internal error.", "server_error", "internal_error")
-        return JSONResponse(body, status_code=500)
-
-    app.add_exception_handler(FrontDoorError, on_front_door_error)
-    app.add_exception_handler(RequestValidationError, on_validation_error)
-    app.add_exception_handler(StarletteHTTPException, on_http_error)
-    app.add_exception_handler(Exception, on_unexpected_error)

@@ -5,8 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from pydantic import BaseModel
+
+from chatbot_contracts.container import ModerationRequest
+from chatbot_contracts.moderation import MODERATION_LABELS
 from front_door.errors import FrontDoorError, ModerationUnavailableError
-from front_door.settings import MODERATION_LABELS
 
 MOST_CAUTIOUS_LABEL = MODERATION_LABELS[-1]
 _SENTENCE_ENDS = (".", "!", "?", "\n", "\u3002", "\uff01", "\uff1f")
@@ -15,7 +18,7 @@ _SENTENCE_ENDS = (".", "!", "?", "\n", "\u3002", "\uff01", "\uff1f")
 class JsonInvoker(Protocol):
     """What moderation needs from the endpoint client."""
 
-    async def invoke_json(self, endpoint_name: str, body: dict[str, object]) -> dict[str, object]:
+    async def invoke_json(self, endpoint_name: str, body: BaseModel) -> dict[str, object]:
         """Invoke an endpoint with a JSON body and return its JSON answer."""
         ...
 
@@ -84,7 +87,9 @@ class Moderator:
             The moderation endpoint failed or could not be reached.
         """
         try:
-            answer = await self._invoker.invoke_json(self._endpoint_name, {"inputs": text})
+            answer = await self._invoker.invoke_json(
+                self._endpoint_name, ModerationRequest(inputs=text)
+            )
         except FrontDoorError as exc:
             raise ModerationUnavailableError(
                 "Moderation is unavailable, so the request was refused."
@@ -143,8 +148,3 @@ class OutputWindow:
     def window(self) -> str:
         """The text a windowed check classifies."""
         return self.text[-self._window_chars :]
-
-    @property
-    def pending(self) -> bool:
-        """Whether tokens arrived since the last windowed check."""
-        return self._since_check > 0

@@ -6,11 +6,10 @@ import os
 from functools import cache
 from typing import TYPE_CHECKING
 
+from chatbot_contracts.metrics import METRICS_NAMESPACE, SERVICE_NAME
+
 if TYPE_CHECKING:
     from aws_lambda_powertools import Logger
-
-SERVICE_NAME = "chatbot-front-door"
-METRICS_NAMESPACE = "Chatbot"
 
 
 @cache

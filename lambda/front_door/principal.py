@@ -47,30 +47,28 @@ def _nested_str(context: dict[str, Any], *path: str) -> str | None:
 def resolve_principal(settings: Settings, headers: Mapping[str, str]) -> str:
     """The principal that owns the caller's sessions.
 
-    In ``aws`` mode with IAM auth it is the caller's ARN (``requestContext.identity.userArn``);
-    with Cognito it is the user pool ``sub`` claim (``requestContext.authorizer.claims.sub``,
-    or ``authorizer.jwt.claims.sub`` from an HTTP API). Local mode always yields the configured
-    fixed principal. The prefix keeps an ARN and a ``sub`` from ever colliding.
+    With IAM auth it is the caller's ARN (``requestContext.identity.userArn``); with Cognito
+    it is the user pool ``sub`` claim (``requestContext.authorizer.claims.sub``, or
+    ``authorizer.jwt.claims.sub`` from an HTTP API). The prefix keeps an ARN and a ``sub`` from
+    ever colliding.
 
     Parameters
     ----------
     settings
-        Mode, auth mode and local principal.
+        The auth mode.
     headers
         Request headers.
 
     Returns
     -------
     str
-        ``iam:<arn>``, ``cognito:<sub>`` or ``local:<name>``.
+        ``iam:<arn>`` or ``cognito:<sub>``.
 
     Raises
     ------
     MissingPrincipalError
-        In ``aws`` mode when the context carries no authenticated identity.
+        When the context carries no authenticated identity.
     """
-    if settings.mode == "local":
-        return f"local:{settings.local_principal}"
     context = parse_request_context(headers)
     if settings.auth_mode == "cognito":
         sub = _nested_str(context, "authorizer", "claims", "sub") or _nested_str(

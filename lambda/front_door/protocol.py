@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from chatbot_contracts.container import ChatParameters, ChatRequest, Message
+
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
 StopWord = Annotated[str, Field(min_length=1)]
 
@@ -33,7 +35,7 @@ class ChatMessage(BaseModel):
             return self.content
         return "".join(part.text for part in self.content)
 
-    def container_role(self) -> str:
+    def container_role(self) -> Literal["system", "user", "assistant"]:
         """The role the container's chat template knows (``developer`` is a system message)."""
         return "system" if self.role == "developer" else self.role
 
@@ -88,7 +90,7 @@ class ChatCompletionRequest(BaseModel):
 
     def to_container_request(
         self, history: list[dict[str, str]], *, max_new_tokens: int, stream: bool
-    ) -> dict[str, Any]:
+    ) -> ChatRequest:
         """The container protocol request (ARCHITECTURE.md "Container protocol").
 
         Parameters
@@ -102,11 +104,11 @@ class ChatCompletionRequest(BaseModel):
 
         Returns
         -------
-        dict
-            ``{"inputs": [...], "parameters": {...}, "stream": bool}``.
+        ChatRequest
+            The contracts' model, validated here as the container will validate it.
         """
-        inputs = [{"role": m["role"], "content": m["content"]} for m in history]
-        inputs += [{"role": m.container_role(), "content": m.text()} for m in self.messages]
+        inputs = [Message.model_validate(m) for m in history]
+        inputs += [Message(role=m.container_role(), content=m.text()) for m in self.messages]
         parameters: dict[str, Any] = {
             "max_new_tokens": max_new_tokens,
             "no_retrieval": not self.retrieval,
@@ -119,7 +121,9 @@ class ChatCompletionRequest(BaseModel):
             parameters["stop"] = self.stop_sequences()
         if self.seed is not None:
             parameters["seed"] = self.seed
-        return {"inputs": inputs, "parameters": parameters, "stream": stream}
+        return ChatRequest(
+            inputs=inputs, parameters=ChatParameters.model_validate(parameters), stream=stream
+        )
 
 
 class Source(BaseModel):
@@ -254,18 +258,3 @@ class Health(BaseModel):
     """``GET /healthz`` response."""
 
     status: Literal["ok"] = "ok"
-
-
-class ErrorBody(BaseModel):
-    """The inside of the OpenAI error envelope."""
-
-    message: str
-    type: str
-    param: str | None = None
-    code: str | None = None
-
-
-class ErrorEnvelope(BaseModel):
-    """OpenAI error envelope ``{"error": {...}}``."""
-
-    error: ErrorBody

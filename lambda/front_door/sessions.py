@@ -1,5 +1,4 @@
 """DynamoDB session store: an item per message plus a header, in conditional transactions."""
-# (boto3/botocore ship no type information and the shared mypy config names no override.)
 
 from __future__ import annotations
 
@@ -10,10 +9,11 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from chatbot_contracts import sessions as schema
 from front_door.errors import (
     FrontDoorError,
     InvalidRequestError,
@@ -28,8 +28,6 @@ if TYPE_CHECKING:
 
     from front_door.settings import Settings
 
-_HEADER_SK = "META"
-_MESSAGE_PREFIX = "MSG#"
 _TITLE_CHARS = 80
 _CONDITION_CODES = frozenset({"ConditionalCheckFailedException", "TransactionCanceledException"})
 _THROTTLING_CODES = frozenset(
@@ -84,7 +82,6 @@ class SessionPage:
 
     sessions: list[SessionHeader]
     next_cursor: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def new_session_id() -> str:
@@ -97,29 +94,32 @@ def _now_iso(epoch: float) -> str:
 
 
 def _pk(session_id: str) -> dict[str, str]:
-    return {"S": f"SESSION#{session_id}"}
+    return {"S": schema.session_partition_key(session_id)}
 
 
 def _sk(seq: int) -> dict[str, str]:
-    return {"S": f"{_MESSAGE_PREFIX}{seq:06d}"}
+    return {"S": schema.message_sort_key(seq)}
+
+
+_HEADER_SK = {"S": schema.HEADER_SORT_KEY}
 
 
 def _header_from_item(item: dict[str, Any]) -> SessionHeader:
     return SessionHeader(
-        session_id=item["pk"]["S"].removeprefix("SESSION#"),
-        owner=item["owner"]["S"],
+        session_id=item[schema.PARTITION_KEY]["S"].removeprefix(schema.SESSION_KEY_PREFIX),
+        owner=item[schema.OWNER_INDEX_PARTITION_KEY]["S"],
         title=item.get("title", {}).get("S", ""),
         created_at=item["created_at"]["S"],
-        updated_at=item["updated_at"]["S"],
+        updated_at=item[schema.OWNER_INDEX_SORT_KEY]["S"],
         message_count=int(item["message_count"]["N"]),
-        expires_at=int(item.get("expires_at", {}).get("N", "0")),
+        expires_at=int(item.get(schema.TTL_ATTRIBUTE, {}).get("N", "0")),
     )
 
 
 def _message_from_item(item: dict[str, Any]) -> StoredMessage:
     sources = item.get("sources", {}).get("S")
     return StoredMessage(
-        seq=int(item["sk"]["S"].removeprefix(_MESSAGE_PREFIX)),
+        seq=int(item[schema.SORT_KEY]["S"].removeprefix(schema.MESSAGE_SORT_KEY_PREFIX)),
         role=item["role"]["S"],
         content=item["content"]["S"],
         created_at=item["created_at"]["S"],
@@ -135,12 +135,12 @@ def _message_item(
     session_id: str, seq: int, message: NewMessage, now: str, expires_at: int
 ) -> dict[str, Any]:
     item: dict[str, Any] = {
-        "pk": _pk(session_id),
-        "sk": _sk(seq),
+        schema.PARTITION_KEY: _pk(session_id),
+        schema.SORT_KEY: _sk(seq),
         "role": {"S": message.role},
         "content": {"S": message.content},
         "created_at": {"S": now},
-        "expires_at": {"N": str(expires_at)},
+        schema.TTL_ATTRIBUTE: {"N": str(expires_at)},
     }
     if message.finish_reason is not None:
         item["finish_reason"] = {"S": message.finish_reason}
@@ -286,11 +286,11 @@ class SessionStore:
         response = self._call(
             "get_item",
             TableName=self._table,
-            Key={"pk": _pk(session_id), "sk": {"S": _HEADER_SK}},
+            Key={schema.PARTITION_KEY: _pk(session_id), schema.SORT_KEY: _HEADER_SK},
             ConsistentRead=True,
         )
         item = response.get("Item")
-        if item is None or item.get("owner", {}).get("S") != owner:
+        if item is None or item.get(schema.OWNER_INDEX_PARTITION_KEY, {}).get("S") != owner:
             raise SessionNotFoundError(f"No session {session_id!r}.", param="session_id")
         header = _header_from_item(item)
         # DynamoDB deletes expired items lazily (up to days later): hide them now.
@@ -303,10 +303,12 @@ class SessionStore:
     ) -> Iterator[StoredMessage]:
         kwargs: dict[str, Any] = {
             "TableName": self._table,
-            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+            "KeyConditionExpression": (
+                f"{schema.PARTITION_KEY} = :pk AND begins_with({schema.SORT_KEY}, :prefix)"
+            ),
             "ExpressionAttributeValues": {
                 ":pk": _pk(session_id),
-                ":prefix": {"S": _MESSAGE_PREFIX},
+                ":prefix": {"S": schema.MESSAGE_SORT_KEY_PREFIX},
             },
             "ScanIndexForward": not newest_first,
             "ConsistentRead": True,
@@ -423,7 +425,7 @@ class SessionStore:
                     "Put": {
                         "TableName": self._table,
                         "Item": _message_item(session_id, start + i, message, now, expires_at),
-                        "ConditionExpression": "attribute_not_exists(pk)",
+                        "ConditionExpression": f"attribute_not_exists({schema.PARTITION_KEY})",
                     }
                 }
                 for i, message in enumerate(messages)
@@ -482,21 +484,21 @@ class SessionStore:
         expires_at: int,
         title: str,
     ) -> dict[str, Any]:
-        key = {"pk": _pk(session_id), "sk": {"S": _HEADER_SK}}
+        key = {schema.PARTITION_KEY: _pk(session_id), schema.SORT_KEY: _HEADER_SK}
         if expected_count is None:
             return {
                 "Put": {
                     "TableName": self._table,
                     "Item": {
                         **key,
-                        "owner": {"S": owner},
+                        schema.OWNER_INDEX_PARTITION_KEY: {"S": owner},
                         "created_at": {"S": now},
-                        "updated_at": {"S": now},
+                        schema.OWNER_INDEX_SORT_KEY: {"S": now},
                         "message_count": {"N": str(added)},
                         "title": {"S": title[:_TITLE_CHARS]},
-                        "expires_at": {"N": str(expires_at)},
+                        schema.TTL_ATTRIBUTE: {"N": str(expires_at)},
                     },
-                    "ConditionExpression": "attribute_not_exists(pk)",
+                    "ConditionExpression": f"attribute_not_exists({schema.PARTITION_KEY})",
                 }
             }
         return {
@@ -507,7 +509,7 @@ class SessionStore:
                     "SET message_count = :new, updated_at = :now, expires_at = :exp"
                 ),
                 "ConditionExpression": "message_count = :expected AND #owner = :owner",
-                "ExpressionAttributeNames": {"#owner": "owner"},
+                "ExpressionAttributeNames": {"#owner": schema.OWNER_INDEX_PARTITION_KEY},
                 "ExpressionAttributeValues": {
                     ":new": {"N": str(expected_count + added)},
                     ":expected": {"N": str(expected_count)},
@@ -539,7 +541,7 @@ class SessionStore:
             "TableName": self._table,
             "IndexName": self._owner_index,
             "KeyConditionExpression": "#owner = :owner",
-            "ExpressionAttributeNames": {"#owner": "owner"},
+            "ExpressionAttributeNames": {"#owner": schema.OWNER_INDEX_PARTITION_KEY},
             "ExpressionAttributeValues": {":owner": {"S": owner}},
             "ScanIndexForward": False,
             "Limit": limit,
@@ -575,16 +577,16 @@ class SessionStore:
             self._call(
                 "delete_item",
                 TableName=self._table,
-                Key={"pk": _pk(session_id), "sk": {"S": _HEADER_SK}},
+                Key={schema.PARTITION_KEY: _pk(session_id), schema.SORT_KEY: _HEADER_SK},
                 ConditionExpression="#owner = :owner",
-                ExpressionAttributeNames={"#owner": "owner"},
+                ExpressionAttributeNames={"#owner": schema.OWNER_INDEX_PARTITION_KEY},
                 ExpressionAttributeValues={":owner": {"S": owner}},
             )
         except ClientError as exc:
             raise SessionNotFoundError(f"No session {session_id!r}.", param="session_id") from exc
         # An append racing this delete fails its header condition, so nothing is re-created.
         keys = [
-            {"pk": _pk(session_id), "sk": _sk(message.seq)}
+            {schema.PARTITION_KEY: _pk(session_id), schema.SORT_KEY: _sk(message.seq)}
             for message in self._query_messages(session_id, newest_first=False, limit=None)
         ]
         for start in range(0, len(keys), 25):
@@ -608,14 +610,19 @@ def _decode_cursor(cursor: str, owner: str) -> dict[str, Any]:
         key = json.loads(base64.urlsafe_b64decode(cursor.encode()))
     except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
         raise invalid from exc
-    if not isinstance(key, dict) or set(key) != {"pk", "sk", "owner", "updated_at"}:
+    if not isinstance(key, dict) or set(key) != {
+        schema.PARTITION_KEY,
+        schema.SORT_KEY,
+        schema.OWNER_INDEX_PARTITION_KEY,
+        schema.OWNER_INDEX_SORT_KEY,
+    }:
         raise invalid
     try:
         valid = (
             all(isinstance(v, dict) and isinstance(v.get("S"), str) for v in key.values())
-            and key["owner"]["S"] == owner
-            and key["pk"]["S"].startswith("SESSION#")
-            and key["sk"]["S"] == _HEADER_SK
+            and key[schema.OWNER_INDEX_PARTITION_KEY]["S"] == owner
+            and key[schema.PARTITION_KEY]["S"].startswith(schema.SESSION_KEY_PREFIX)
+            and key[schema.SORT_KEY] == _HEADER_SK
         )
     except (AttributeError, TypeError):
         valid = False

@@ -4,17 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-MODERATION_LABELS: tuple[str, ...] = (
-    "casual",
-    "possibly needs caution",
-    "probably needs caution",
-    "needs caution",
-    "needs intervention",
-)
-"""The moderation labels, least to most cautious (ARCHITECTURE.md, moderation role)."""
+from chatbot_contracts.moderation import DEFAULT_BLOCKED_LABELS, MODERATION_LABELS
+from chatbot_contracts.sessions import OWNER_INDEX_NAME
 
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -28,19 +22,17 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CHATBOT_", frozen=True, extra="ignore")
 
-    mode: Literal["aws", "local"] = "aws"
     chat_endpoint: str = Field(min_length=1)
     moderation_endpoint: str = Field(min_length=1)
     session_table: str = Field(min_length=1)
-    session_owner_index: str = "by-owner"
+    session_owner_index: str = OWNER_INDEX_NAME
     session_ttl_days: PositiveInt = 30
-    blocked_labels: tuple[str, ...] = ("needs intervention",)
+    blocked_labels: tuple[str, ...] = DEFAULT_BLOCKED_LABELS
     refusal_text: str = Field(
         default="I can't help with that request.",
         min_length=1,
     )
     auth_mode: Literal["iam", "cognito"] = "iam"
-    local_principal: str = Field(default="local-user", min_length=1)
     sagemaker_endpoint_url: str | None = None
     dynamodb_endpoint_url: str | None = None
     region: str | None = None
@@ -49,7 +41,7 @@ class Settings(BaseSettings):
     max_request_chars: PositiveInt = 32_000
     max_request_messages: PositiveInt = 64
     max_tokens_default: PositiveInt = 512
-    # Keep at or below the container's OPTION_MAX_NEW_TOKENS_CAP (default 1024 there).
+    # The CDK app sets it to the chat model's max_new_tokens_cap (the container's limit).
     max_tokens_limit: PositiveInt = 1024
 
     # Prompt history window: at most this many stored messages and characters.
@@ -62,6 +54,10 @@ class Settings(BaseSettings):
     moderation_every_tokens: PositiveInt = 32
     moderation_min_tokens: PositiveInt = 8
     moderation_window_chars: PositiveInt = 2_000
+    # "async": relay tokens at once and judge windows behind (at most every_tokens - 1 tokens
+    # of a flagged window's successors reach the client); "sync": relay a token only once a
+    # window containing it was judged clean (at most 2 * every_tokens tokens held back).
+    output_moderation_mode: Literal["async", "sync"] = "async"
 
     # SageMaker runtime client: retries happen only before the first byte (botocore's retry
     # loop covers the initial call; an open event stream is never retried).
@@ -78,3 +74,12 @@ class Settings(BaseSettings):
         if unknown:
             raise ValueError(f"unknown moderation labels {unknown}; known: {MODERATION_LABELS}")
         return labels
+
+    @model_validator(mode="after")
+    def _default_within_limit(self) -> Settings:
+        if self.max_tokens_default > self.max_tokens_limit:
+            raise ValueError(
+                f"max_tokens_default ({self.max_tokens_default}) exceeds "
+                f"max_tokens_limit ({self.max_tokens_limit})"
+            )
+        return self

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from inference_server.local_backend import SMOLLM2_GGUF
+from local.model_backend import SMOLLM2_GGUF
 
 ModerationBackend = Literal["model", "scripted"]
 Port = Annotated[int, Field(ge=1, le=65535)]

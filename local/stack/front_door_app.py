@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from front_door.app import build_app
 from front_door.settings import Settings
 from local.chat_page import mount_chat_page
+from local.fixed_principal import DEFAULT_LOCAL_PRINCIPAL, FixedPrincipal
 from local.stack.config import HEALTH_URLS_VARIABLE
 
 _PROBE_TIMEOUT_S = 2.0
@@ -61,9 +62,11 @@ class StackHealthGate:
 def create_app() -> FastAPI:
     """Build the front door from ``CHATBOT_*`` variables and serve the chat page beside it.
 
-    Run with ``uvicorn --factory local.stack.front_door_app:create_app``. The page is added
-    here rather than inside the front door so that the deployed Lambda never carries it.
-    ``STACK_HEALTH_URLS`` (a JSON list) makes ``/healthz`` wait for the other parts.
+    Run with ``uvicorn --factory local.stack.front_door_app:create_app``. The page and the
+    fixed caller (``LOCAL_PRINCIPAL``, default ``local-user``, in place of API Gateway's
+    authentication) are added here rather than inside the front door, so that the deployed
+    Lambda never carries them. ``STACK_HEALTH_URLS`` (a JSON list) makes ``/healthz`` wait for
+    the other parts.
 
     Returns
     -------
@@ -74,4 +77,7 @@ def create_app() -> FastAPI:
     mount_chat_page(app)
     health_urls = json.loads(os.environ.get(HEALTH_URLS_VARIABLE, "[]"))
     app.add_middleware(StackHealthGate, health_urls=health_urls)
+    app.add_middleware(
+        FixedPrincipal, name=os.environ.get("LOCAL_PRINCIPAL", DEFAULT_LOCAL_PRINCIPAL)
+    )
     return app

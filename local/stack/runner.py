@@ -62,14 +62,10 @@ def stack_environment(
         ``base`` plus the import path, offline model switches, dummy AWS credentials, the
         front door's ``CHATBOT_*`` settings and the ports that ``local/Procfile`` expands.
     """
-    python_path = [str(REPO_ROOT), str(REPO_ROOT / "container"), str(REPO_ROOT / "lambda")]
-    if base.get("PYTHONPATH"):
-        python_path.append(base["PYTHONPATH"])
     env = dict(base)
     env.update(
         {
             "PYTHON": sys.executable,
-            "PYTHONPATH": os.pathsep.join(python_path),
             "PYTHONUNBUFFERED": "1",
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
@@ -80,7 +76,6 @@ def stack_environment(
             "AWS_DEFAULT_REGION": config.region,
             "AWS_REGION": config.region,
             "AWS_EC2_METADATA_DISABLED": "true",
-            "CHATBOT_MODE": "local",
             "CHATBOT_CHAT_ENDPOINT": config.chat_endpoint,
             "CHATBOT_MODERATION_ENDPOINT": config.moderation_endpoint,
             "CHATBOT_SESSION_TABLE": config.table_name,
@@ -132,7 +127,7 @@ def convert_model(config: StackConfig, env: Mapping[str, str]) -> Path:
     """
     result = subprocess.run(
         [
-            *(sys.executable, "-m", "inference_server.local_backend", "--convert-only"),
+            *(sys.executable, "-m", "local.model_backend", "--convert-only"),
             *("--model", config.model, "--port", "0"),
         ],
         check=True,

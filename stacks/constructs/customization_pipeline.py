@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from typing import Any
 
 from aws_cdk import Acknowledgment, Aws, Duration, RemovalPolicy, Validations
@@ -13,7 +15,11 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
-from customize.train import METRIC_DEFINITIONS
+from chatbot_contracts.training import (
+    HP_CHECKPOINT_STEPS,
+    METRIC_DEFINITIONS,
+    SPOT_CHECKPOINT_STEPS,
+)
 from stacks.constructs.llm_endpoint import VARIANT_NAME, LlmEndpoint
 from stacks.constructs.model_assets_bucket import ModelAssetsBucket
 from stacks.constructs.nag_ids import nag_resource_id
@@ -58,6 +64,11 @@ class CustomizationPipeline(Construct):
         GPU instance for training and evaluation; CPU instance for data validation.
     use_spot:
         Managed spot training, with checkpoints under the run's prefix.
+    training_hyperparameters:
+        Default hyperparameters of every run (the environment's training settings); the
+        execution input's ``hyperparameters`` override them.
+    evaluation_tensor_parallel_degree, evaluation_max_model_len:
+        The chat endpoint's vLLM settings, with which the evaluation job generates.
     max_training_time:
         Training job limit (and spot wait limit: twice that).
     approval_poll_interval:
@@ -80,6 +91,9 @@ class CustomizationPipeline(Construct):
         evaluation_instance_type: str = "ml.g5.xlarge",
         processing_instance_type: str = "ml.m5.xlarge",
         use_spot: bool = False,
+        training_hyperparameters: Mapping[str, str] | None = None,
+        evaluation_tensor_parallel_degree: int = 1,
+        evaluation_max_model_len: int = 2048,
         max_training_time: Duration | None = None,
         approval_poll_interval: Duration | None = None,
     ) -> None:
@@ -191,12 +205,15 @@ class CustomizationPipeline(Construct):
                     "LocalPath": "/opt/ml/checkpoints",
                 },
             }
-        # Spot jobs checkpoint every 50 steps unless the execution input says otherwise
-        # (braces in intrinsic string literals are escaped, as the ASL requires).
+        # Spot jobs checkpoint every 50 steps, and every run gets the environment's training
+        # settings, unless the execution input says otherwise (braces in intrinsic string
+        # literals are escaped, as the ASL requires).
+        defaults = {HP_CHECKPOINT_STEPS: str(SPOT_CHECKPOINT_STEPS)} if use_spot else {}
+        defaults.update(training_hyperparameters or {})
+        escaped = json.dumps(defaults).replace("{", "\\{").replace("}", "\\}")
         hyperparameters = (
-            'States.JsonMerge(States.StringToJson(\'\\{"checkpoint_steps": "50"\\}\'), '
-            "$.hyperparameters, false)"
-            if use_spot
+            f"States.JsonMerge(States.StringToJson('{escaped}'), $.hyperparameters, false)"
+            if defaults
             else "$.hyperparameters"
         )
         train = sfn.CustomState(
@@ -270,6 +287,13 @@ class CustomizationPipeline(Construct):
                                 f"{_PROCESSING}/output",
                                 "--device",
                                 "cuda",
+                                # Generation as the chat endpoint serves: vLLM, its degree.
+                                "--engine",
+                                "vllm",
+                                "--tensor-parallel-degree",
+                                str(evaluation_tensor_parallel_degree),
+                                "--max-model-len",
+                                str(evaluation_max_model_len),
                                 "--require-improvement",
                             ),
                         },

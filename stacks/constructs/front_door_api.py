@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Validations
+from aws_cdk import Acknowledgment, Duration, IgnoreMode, RemovalPolicy, Validations
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cognito as cognito
 from aws_cdk import aws_ecr_assets as ecr_assets
@@ -14,10 +14,13 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
+from chatbot_contracts import metrics
+from chatbot_contracts import sessions as schema
+from chatbot_contracts.options import FrontDoorSetting
 from stacks.config import FrontDoorConfig
-from stacks.constructs.build_context import BUILD_CONTEXT_EXCLUDES
+from stacks.constructs.build_context import repository_context_excludes
 from stacks.constructs.llm_endpoint import LlmEndpoint
-from stacks.constructs.session_table import OWNER_INDEX_NAME, SessionTable
+from stacks.constructs.session_table import SessionTable
 
 __all__ = [
     "LAMBDA_ARCHITECTURE",
@@ -112,9 +115,11 @@ class FrontDoorApi(Construct):
             "Function",
             description=f"chatbot-{env_name} front door (FastAPI under the Lambda Web Adapter)",
             code=lambda_.DockerImageCode.from_image_asset(
-                str(code_dir),
+                str(code_dir.parent),
+                file=f"{code_dir.name}/Dockerfile",
                 platform=ecr_assets.Platform.LINUX_ARM64,
-                exclude=BUILD_CONTEXT_EXCLUDES,
+                exclude=repository_context_excludes(code_dir.name),
+                ignore_mode=IgnoreMode.DOCKER,
             ),
             architecture=LAMBDA_ARCHITECTURE,
             timeout=LAMBDA_TIMEOUT,
@@ -176,21 +181,26 @@ class FrontDoorApi(Construct):
         moderation: LlmEndpoint,
         sessions: SessionTable,
     ) -> dict[str, str]:
+        variables = {
+            FrontDoorSetting.CHAT_ENDPOINT: chat.endpoint_name,
+            FrontDoorSetting.MODERATION_ENDPOINT: moderation.endpoint_name,
+            FrontDoorSetting.SESSION_TABLE: sessions.table.table_name,
+            FrontDoorSetting.SESSION_OWNER_INDEX: schema.OWNER_INDEX_NAME,
+            FrontDoorSetting.SESSION_TTL_DAYS: str(settings.session_ttl_days),
+            FrontDoorSetting.BLOCKED_LABELS: json.dumps(list(settings.blocked_labels)),
+            FrontDoorSetting.REFUSAL_TEXT: settings.refusal_text,
+            FrontDoorSetting.OUTPUT_MODERATION_MODE: settings.output_moderation_mode,
+            FrontDoorSetting.AUTH_MODE: settings.auth,
+            # A client may ask for at most what the chat container accepts.
+            FrontDoorSetting.MAX_TOKENS_LIMIT: str(chat.settings.model.max_new_tokens_cap),
+        }
         return {
-            "CHATBOT_MODE": "aws",
-            "CHATBOT_CHAT_ENDPOINT": chat.endpoint_name,
-            "CHATBOT_MODERATION_ENDPOINT": moderation.endpoint_name,
-            "CHATBOT_SESSION_TABLE": sessions.table.table_name,
-            "CHATBOT_SESSION_OWNER_INDEX": OWNER_INDEX_NAME,
-            "CHATBOT_SESSION_TTL_DAYS": str(settings.session_ttl_days),
-            "CHATBOT_BLOCKED_LABELS": json.dumps(list(settings.blocked_labels)),
-            "CHATBOT_REFUSAL_TEXT": settings.refusal_text,
-            "CHATBOT_AUTH_MODE": settings.auth,
+            **{setting.env: value for setting, value in variables.items()},
             "AWS_LWA_INVOKE_MODE": "response_stream",
             "AWS_LWA_PORT": "8080",
             "AWS_LWA_READINESS_CHECK_PATH": "/healthz",
-            "POWERTOOLS_SERVICE_NAME": "chatbot-front-door",
-            "POWERTOOLS_METRICS_NAMESPACE": "Chatbot",
+            "POWERTOOLS_SERVICE_NAME": metrics.SERVICE_NAME,
+            "POWERTOOLS_METRICS_NAMESPACE": metrics.METRICS_NAMESPACE,
         }
 
     def _method_options(self, settings: FrontDoorConfig) -> apigw.MethodOptions:

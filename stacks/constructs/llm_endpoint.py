@@ -12,6 +12,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
+from chatbot_contracts.options import ServingOption
 from stacks.config import EndpointSettings
 from stacks.constructs.model_artifact import ModelArtifact
 from stacks.constructs.model_assets_bucket import ModelAssetsBucket
@@ -141,15 +142,16 @@ class LlmEndpoint(Construct):
     def container_environment(self, assets_bucket: ModelAssetsBucket) -> dict[str, str]:
         """The ``OPTION_*`` variables of docs/interfaces.md, visible in ``cdk diff``."""
         model = self.settings.model
-        return {
-            "OPTION_MODEL_ID": assets_bucket.model_uri(model.weights_name),
-            "OPTION_TENSOR_PARALLEL_DEGREE": str(self.settings.tensor_parallel_degree),
-            "OPTION_MAX_MODEL_LEN": str(model.max_model_len),
-            "OPTION_DTYPE": model.dtype,
-            "OPTION_GPU_MEMORY_UTILIZATION": str(model.gpu_memory_utilization),
-            "OPTION_ENABLE_PREFIX_CACHING": json.dumps(model.enable_prefix_caching),
-            "OPTION_MAX_NEW_TOKENS_CAP": str(model.max_new_tokens_cap),
+        options = {
+            ServingOption.MODEL_ID: assets_bucket.model_uri(model.weights_name),
+            ServingOption.TENSOR_PARALLEL_DEGREE: str(self.settings.tensor_parallel_degree),
+            ServingOption.MAX_MODEL_LEN: str(model.max_model_len),
+            ServingOption.DTYPE: model.dtype,
+            ServingOption.GPU_MEMORY_UTILIZATION: str(model.gpu_memory_utilization),
+            ServingOption.ENABLE_PREFIX_CACHING: json.dumps(model.enable_prefix_caching),
+            ServingOption.MAX_NEW_TOKENS_CAP: str(model.max_new_tokens_cap),
         }
+        return {option.env: value for option, value in options.items()}
 
     def _grant_own_logs_and_metrics(self) -> None:
         log_group_arn = (

@@ -8,10 +8,9 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from constructs import Construct
 
-__all__ = ["OWNER_INDEX_NAME", "TTL_ATTRIBUTE", "SessionTable"]
+from chatbot_contracts import sessions as schema
 
-OWNER_INDEX_NAME = "by-owner"
-TTL_ATTRIBUTE = "expires_at"
+__all__ = ["SessionTable"]
 
 # What the front door does with sessions: read, conditional writes, listing by owner.
 _SESSION_DATA_ACTIONS = (
@@ -25,6 +24,10 @@ _SESSION_DATA_ACTIONS = (
     "dynamodb:Query",
     "dynamodb:UpdateItem",
 )
+
+
+def _string(name: str) -> dynamodb.Attribute:
+    return dynamodb.Attribute(name=name, type=dynamodb.AttributeType.STRING)
 
 
 class SessionTable(Construct):
@@ -52,30 +55,36 @@ class SessionTable(Construct):
         self.table = dynamodb.Table(
             self,
             "Table",
-            partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
-            sort_key=dynamodb.Attribute(name="sk", type=dynamodb.AttributeType.STRING),
+            partition_key=dynamodb.Attribute(
+                name=schema.PARTITION_KEY, type=dynamodb.AttributeType.STRING
+            ),
+            sort_key=_string(schema.SORT_KEY),
             billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
             encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
             encryption_key=self.key,
             point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
                 point_in_time_recovery_enabled=True
             ),
-            time_to_live_attribute=TTL_ATTRIBUTE,
+            time_to_live_attribute=schema.TTL_ATTRIBUTE,
             deletion_protection=protect_data,
             removal_policy=removal_policy,
         )
         # Sparse: only session header items carry `owner`.
         self.table.add_global_secondary_index(
-            index_name=OWNER_INDEX_NAME,
-            partition_key=dynamodb.Attribute(name="owner", type=dynamodb.AttributeType.STRING),
-            sort_key=dynamodb.Attribute(name="updated_at", type=dynamodb.AttributeType.STRING),
+            index_name=schema.OWNER_INDEX_NAME,
+            partition_key=dynamodb.Attribute(
+                name=schema.OWNER_INDEX_PARTITION_KEY, type=dynamodb.AttributeType.STRING
+            ),
+            sort_key=dynamodb.Attribute(
+                name=schema.OWNER_INDEX_SORT_KEY, type=dynamodb.AttributeType.STRING
+            ),
             projection_type=dynamodb.ProjectionType.ALL,
         )
 
     @property
     def owner_index_arn(self) -> str:
         """ARN of the ``by-owner`` index."""
-        return f"{self.table.table_arn}/index/{OWNER_INDEX_NAME}"
+        return f"{self.table.table_arn}/index/{schema.OWNER_INDEX_NAME}"
 
     def grant_session_access(self, grantee: iam.IGrantable) -> iam.Grant:
         """Let ``grantee`` read and write sessions: this table and its owner index only.

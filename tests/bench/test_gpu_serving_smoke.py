@@ -28,7 +28,6 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any],
         OUT=str(out),
         HF_HUB_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1",
-        PYTHONPATH=os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "container")]),
     )
     completed = subprocess.run(
         [sys.executable, "-m", "bench.gpu_serving", "--smoke", "--no-variants"],
@@ -62,6 +61,16 @@ def test_smoke_run_measures_every_configuration(smoke_run: tuple[dict[str, Any],
             assert row["tokens_per_s"] > 0
             assert 0 < row["ttft_ms_p50"] <= row["ttft_ms_p99"]
     assert rows["seed"][1]["requests"] == 4
+    # backend_http and container interleaved for two rounds (the smoke cap); rows are medians.
+    interleaved = document["interleaved"]
+    assert interleaved["rounds"] == 2
+    assert [len(interleaved["per_round"][name]) for name in ("backend_http", "container")] == [2, 2]
+    for name in ("backend_http", "container"):
+        for row in rows[name]:
+            assert row["tokens_per_s_min"] <= row["tokens_per_s"] <= row["tokens_per_s_max"]
+    spread = document["server_overhead_pct_spread"]
+    assert spread[0] <= document["server_overhead_pct_median"] <= spread[1]
+    assert document["targets"] == {}  # a smoke run gates nothing
     # The table is printed before the JSON line, one line per row.
     assert stdout.count("\ncontainer ") == 2
     assert stdout.strip().splitlines()[-1].startswith("{")

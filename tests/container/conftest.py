@@ -28,7 +28,7 @@ def scripted_backend() -> Iterator[ScriptedBackend]:
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
     """SmolLM2-135M-Instruct converted once to safetensors (reused from .cache/models)."""
-    from inference_server.local_backend import resolve_local_model
+    from local.model_backend import resolve_local_model
 
     return resolve_local_model(SMOLLM2, MODEL_CACHE)
 

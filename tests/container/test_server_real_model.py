@@ -10,12 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from inference_server.protocol import MODERATION_LABELS
+from chatbot_contracts.moderation import MODERATION_LABELS
 from tests.container.helpers import (
     CHAT_PROPERTIES,
-    MODEL_CACHE,
     MODERATION_PROPERTIES,
-    SMOLLM2,
     Launched,
     start_launcher,
     stop_process,
@@ -64,7 +62,7 @@ def _first_answer(launched: Launched) -> int:
 def _backend_child(launched: Launched) -> tuple[int, str]:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        children = [c for c in _children(launched.process.pid) if "local_backend" in c[1]]
+        children = [c for c in _children(launched.process.pid) if "local.model_backend" in c[1]]
         if children:
             pid, cmdline = children[0]
             return pid, "http://127.0.0.1:" + cmdline.split("--port ")[1].split()[0]
@@ -78,9 +76,9 @@ def real(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path) -> Iterato
     chat = start_launcher(
         logs,
         CHAT_PROPERTIES,
-        backend="local",
-        OPTION_MODEL_ID=SMOLLM2,
-        OPTION_LOCAL_MODEL_CACHE=str(MODEL_CACHE),
+        backend="vllm",
+        OPTION_MODEL_ID=str(smollm2_dir),
+        OPTION_SERVED_MODEL_NAME=str(smollm2_dir),
         OPTION_PROMPT_TEMPLATE="tokenizer",
         OPTION_STOP_WORDS="[]",
         # One passage keeps the CPU prefill short; ranking is tested with top-3 elsewhere.

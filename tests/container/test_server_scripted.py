@@ -31,6 +31,8 @@ def _chat_env(smollm2_dir: Path) -> dict[str, str]:
         "OPTION_MODEL_ID": str(smollm2_dir),
         "OPTION_TOKENIZER": str(smollm2_dir),
         "OPTION_PROMPT_TEMPLATE": "tokenizer",
+        # Per environment, as the CDK app sets it from cdk.json.
+        "OPTION_MAX_NEW_TOKENS_CAP": "512",
     }
 
 

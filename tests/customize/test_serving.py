@@ -36,12 +36,12 @@ def test_trained_model_is_served_by_the_chat_container(
     launched = start_launcher(
         tmp_path,
         CHAT_PROPERTIES,
-        backend="local",
+        backend="vllm",
         OPTION_MODEL_ID=str(model_dir),
+        OPTION_SERVED_MODEL_NAME=str(model_dir),
         OPTION_PROMPT_TEMPLATE="tokenizer",
         OPTION_STOP_WORDS="[]",
         OPTION_RETRIEVER="none",
-        OPTION_LOCAL_MODEL_CACHE=str(tmp_path / "cache"),
     )
     try:
         wait_for(f"{launched.url}/ping", timeout_s=240)

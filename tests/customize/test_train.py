@@ -9,17 +9,15 @@ from typing import Any
 
 import pytest
 
+from chatbot_contracts.training import METRIC_DEFINITIONS
 from customize.data import Mode, write_jsonl
-from customize.train import (
-    METRIC_DEFINITIONS,
+from customize.hyperparameters import (
     MODE_DEFAULTS,
     Hyperparameters,
-    TrainingPaths,
-    _encode,
-    main,
+    parse_overrides,
     resolve_hyperparameters,
-    train,
 )
+from customize.train import TrainingPaths, _encode, main, train
 
 # One fixed answer style, so that a two-layer model can learn it in a few steps.
 FT_RECORDS = [
@@ -77,11 +75,31 @@ def test_sagemaker_string_values_are_coerced() -> None:
         ({"method": "qlora"}, "method"),
         ({"bf16": "maybe"}, "bf16"),
         ({"mode": "pretraining"}, "mode"),
+        ({"quantization": "8bit"}, "quantization"),
+        ({"quantization": "4bit", "method": "full"}, "quantization: 4bit trains LoRA"),
+        ({"quantization": "4bit"}, "save_format: quantization=4bit saves the LoRA adapter"),
+        ({"save_format": "adapter", "mode": "continued-pre-training"}, "adapter needs method"),
+        ({"distributed": "deepspeed"}, "distributed"),
+        ({"weights_dtype": "int8"}, "weights_dtype"),
     ],
 )
 def test_bad_hyperparameters_name_the_field(raw: dict[str, str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         resolve_hyperparameters(raw)
+
+
+def test_large_model_settings_hold_the_frozen_base_in_bf16_only_for_lora() -> None:
+    # LoRA in bf16: the frozen base in bfloat16 (41.2 GB for 20.6 B instead of 82.4 GB).
+    assert resolve_hyperparameters({"bf16": "true"}).load_dtype == "bfloat16"
+    # Full training keeps float32 master weights; without bf16 everything stays float32.
+    full = {"bf16": "true", "method": "full"}
+    assert resolve_hyperparameters(full).load_dtype == "float32"
+    assert resolve_hyperparameters({}).load_dtype == "float32"
+    assert resolve_hyperparameters({"weights_dtype": "float16"}).load_dtype == "float16"
+    hp = resolve_hyperparameters(
+        {"gradient_checkpointing": "true", "quantization": "4bit", "save_format": "adapter"}
+    )
+    assert (hp.gradient_checkpointing, hp.quantization, hp.save_format) == (True, "4bit", "adapter")
 
 
 def test_loss_only_on_completion_tokens(tokenizer: Any) -> None:
@@ -284,11 +302,11 @@ def test_interrupted_run_resumes_from_its_checkpoint(
 
 
 def test_command_line_hyperparameters_are_not_taken_for_path_options() -> None:
-    from customize.train import _parse_overrides, build_parser
+    from customize.train import build_parser
 
     arguments, rest = build_parser().parse_known_args(
         ["--mode", "continued-pre-training", "--model-dir", "/tmp/m", "--bf16", "--lora_rank", "4"]
     )
     assert arguments.model_dir == Path("/tmp/m")
-    hp = resolve_hyperparameters(_parse_overrides(rest))
+    hp = resolve_hyperparameters(parse_overrides(rest))
     assert (hp.mode, hp.bf16, hp.lora_rank) == (Mode.CONTINUED_PRE_TRAINING, True, 4)

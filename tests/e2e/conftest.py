@@ -169,11 +169,7 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
     # Deterministic moderation: the stack's default keyword rules behind the moderation role.
     argv += ["--moderation-backend", "scripted"]
     argv += ["--ready-timeout-s", str(STACK_START_TIMEOUT_S - 10)]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO_ROOT), str(REPO_ROOT / "container"), str(REPO_ROOT / "lambda")]
-    )
-    stack = _RunningStack(argv, env, log, ports)
+    stack = _RunningStack(argv, dict(os.environ), log, ports)
     _RUNNING.append(stack)
     try:
         stack.wait_until_ready(STACK_START_TIMEOUT_S)

@@ -19,9 +19,9 @@ from moto.server import ThreadedMotoServer
 from pydantic import ValidationError
 
 from inference_server.backend_client import BackendClient
-from inference_server.local_backend import SMOLLM2_GGUF
 from inference_server.moderation import Moderator
 from local.chat_page import STATIC_DIR, mount_chat_page
+from local.model_backend import SMOLLM2_GGUF
 from local.scripted_backend import Script
 from local.stack.config import DEFAULT_MODERATION_RULES, REPO_ROOT, load_config
 from local.stack.front_door_app import StackHealthGate
@@ -36,7 +36,6 @@ from tests.e2e.conftest import PORT_FLAGS, free_ports
 
 SCRIPT = "moderation.json"
 MODERATION_ARTIFACTS = REPO_ROOT / "model_artifacts" / "moderation"
-PYTHON_PATH = [REPO_ROOT, REPO_ROOT / "container", REPO_ROOT / "lambda"]
 
 
 def test_flags_win_over_local_variables_which_win_over_defaults(monkeypatch):
@@ -118,7 +117,7 @@ def test_stack_environment_sets_dummy_credentials_and_local_front_door():
     env = stack_environment(config, {"AWS_ACCESS_KEY_ID": "real-key"}, model_dir=Path("/m"))
 
     assert env["AWS_ACCESS_KEY_ID"] == "testing"
-    assert env["CHATBOT_MODE"] == "local"
+    assert "CHATBOT_MODE" not in env
     assert env["CHATBOT_CHAT_ENDPOINT"] == "chatbot-e2e-chat"
     assert env["CHATBOT_SESSION_TABLE"] == "chatbot-e2e-sessions"
     assert env["CHATBOT_SAGEMAKER_ENDPOINT_URL"] == "http://127.0.0.1:8001"
@@ -150,7 +149,7 @@ def test_chat_page_and_assets_are_served_once_mounted_twice(serve_asgi):
 @pytest.mark.timeout(60)
 def test_a_model_that_cannot_load_stops_the_stack_with_a_clear_message(tmp_path: Path):
     missing = tmp_path / "missing.gguf"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, PYTHON_PATH))}
+    env = dict(os.environ)
 
     result = subprocess.run(
         [sys.executable, "-m", "local.stack", "--model", str(missing)],

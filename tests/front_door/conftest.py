@@ -138,6 +138,10 @@ MODERATION_PROMPT = "Label the text as casual or needs intervention.\nText: {inp
 FORBIDDEN = "zq-forbidden"
 """Text the scripted moderation backend labels ``needs intervention``; all else is casual."""
 DEFAULT_ANSWER = "Hello there, friend."
+LATE_VERDICT_S = 1.0
+LATE_FLAG = "zq-late-flag"
+WINDOW_TWO_TOKENS = [f" t{i}" if i != 20 else f" {LATE_FLAG}" for i in range(64)]
+"""64 tokens whose 21st (in the second 16-token window) moderation flags, slowly."""
 LONG_ANSWER = " ".join(f"word{i}." if i % 10 == 9 else f"word{i}" for i in range(120))
 CORPUS = [
     {"id": "doc-1", "title": "Data engineering", "text": "A data engineer builds pipelines."},
@@ -165,6 +169,29 @@ def chat_script() -> dict[str, Any]:
             + LONG_ANSWER,
             # Slow enough that the windowed verdict arrives while tokens still flow.
             "token_delay_s": 0.01,
+        },
+        {
+            # A flagged input that would stream for seconds if the front door did not close
+            # the chat stream once moderation blocks it.
+            "name": "refused-input",
+            "regex": rf"{FORBIDDEN}[^\n]*\n(<context>:[\s\S]*)?<bot>:$",
+            "scope": "all",
+            "response": LONG_ANSWER,
+            "token_delay_s": 0.05,
+        },
+        {
+            # No sentence ends, no delay: windows come due exactly every 16 tokens, and the
+            # flagged second window's verdict (LATE_VERDICT_S) arrives after the whole answer.
+            "name": "flag-in-window-two",
+            "regex": r"flag in window two please\n(<context>:[\s\S]*)?<bot>:$",
+            "scope": "all",
+            "tokens": WINDOW_TWO_TOKENS,
+        },
+        {
+            "name": "late-verdict",
+            "regex": r"late verdict[^\n]*\n(<context>:[\s\S]*)?<bot>:$",
+            "scope": "all",
+            "response": "every token of this answer exists before the verdict",
         },
         {
             "name": "slow",
@@ -210,6 +237,19 @@ def moderation_script() -> dict[str, Any]:
     return {
         "model": "scripted-moderation",
         "rules": [
+            # Judged slowly: the chat answer is complete upstream before the verdict arrives.
+            {
+                "contains": "late verdict",
+                "scope": "all",
+                "response": "needs intervention",
+                "first_token_delay_s": LATE_VERDICT_S,
+            },
+            {
+                "contains": LATE_FLAG,
+                "scope": "all",
+                "response": "needs intervention",
+                "first_token_delay_s": LATE_VERDICT_S,
+            },
             {"contains": FORBIDDEN, "scope": "all", "response": "needs intervention"},
         ],
         "default": {"response": "casual"},
@@ -282,6 +322,12 @@ class Chain:
         return sum(
             count for key, count in stats["invocations"].items() if "chatbot-test-moderation" in key
         )
+
+    def chat_stats(self) -> dict[str, Any]:
+        import httpx
+
+        stats: dict[str, Any] = httpx.get(f"{self.chat_backend.url}/_stats").json()
+        return stats
 
     def chat_prompts(self) -> list[str]:
         import httpx

@@ -14,12 +14,15 @@ import openai
 import pytest
 
 from front_door.app import build_app
+from local.fixed_principal import FixedPrincipal, local_identity_arn
 
 pytestmark = pytest.mark.timeout(120)
 
 REFUSAL = "I can't help with that request."
 FORBIDDEN = "zq-forbidden"
 DEFAULT_ANSWER = "Hello there, friend."
+WINDOW_TWO_TOKENS = [f" t{i}" if i != 20 else " zq-late-flag" for i in range(64)]
+LONG_ANSWER = " ".join(f"word{i}." if i % 10 == 9 else f"word{i}" for i in range(120))
 
 
 def caller(name: str = "alice") -> dict[str, str]:
@@ -269,18 +272,112 @@ def test_unknown_route_and_method_use_the_envelope(client):
 # --- moderation ------------------------------------------------------------------------------
 
 
-def test_blocked_input_is_refused_and_not_stored(client, chain):
-    calls_before = len(chain.chat_prompts())
+def wait_until(condition: Any, what: str, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.02)
+
+
+def test_blocked_input_is_refused_closes_the_chat_stream_and_is_not_stored(client, chain):
+    hits_before = chain.chat_stats()["rule_hits"].get("refused-input", 0)
     response = ask(client, f"please {FORBIDDEN} now")
     assert response.status_code == 200
     body = response.json()
     assert body["choices"][0]["finish_reason"] == "content_filter"
     assert body["choices"][0]["message"]["content"] == REFUSAL
     assert body["moderation"]["input"] == "needs intervention"
-    assert len(chain.chat_prompts()) == calls_before  # never reached the model
     stored = session(client, body["session_id"])
     assert FORBIDDEN not in json.dumps(stored)
+    assert stored["messages"][0]["content"] == "[removed by moderation]"
     assert stored["messages"][1]["content"] == REFUSAL
+    # Generation started beside moderation, and the block closed its stream: the scripted
+    # answer streams for 6 s (120 tokens, 50 ms apart), the upstream stream ends long before.
+    wait_until(
+        lambda: chain.chat_stats()["rule_hits"].get("refused-input", 0) == hits_before + 1,
+        "the chat backend received the flagged turn",
+    )
+    wait_until(
+        lambda: chain.chat_stats()["active_streams"] == 0,
+        "the chat stream of the blocked turn is closed",
+        timeout_s=4.0,
+    )
+
+
+def test_no_token_reaches_the_client_before_the_input_verdict(client, chain):
+    # The answer is generated in full while moderation takes LATE_VERDICT_S to block the
+    # input: none of it may be relayed, and the turn ends exactly as a blocked input does.
+    hits_before = chain.chat_stats()["rule_hits"].get("late-verdict", 0)
+    events = stream(client, {"messages": [{"role": "user", "content": "late verdict please"}]})
+    assert events[-1] == "[DONE]"
+    chunks = events[:-1]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+    assert text == REFUSAL
+    assert chunks[-1]["choices"][0]["finish_reason"] == "content_filter"
+    assert chunks[-1]["moderation"]["input"] == "needs intervention"
+    assert chain.chat_stats()["rule_hits"].get("late-verdict", 0) == hits_before + 1
+    stored = session(client, chunks[0]["session_id"])["messages"]
+    assert [m["content"] for m in stored] == ["[removed by moderation]", REFUSAL]
+
+
+class ChatStreamFirst:
+    """Moderation endpoint that answers only once the chat backend has received the turn.
+
+    If the front door called moderation before opening the chat stream, this would wait
+    for a request that never comes and fail the test.
+    """
+
+    def __init__(self, inner: Any, chain: Any, marker: str) -> None:
+        self.inner, self.chain, self.marker = inner, chain, marker
+
+    async def invoke_json(self, endpoint_name: str, body: Any) -> dict[str, object]:
+        import asyncio
+
+        deadline = time.monotonic() + 10
+        async with httpx.AsyncClient(base_url=self.chain.chat_backend.url) as http:
+            while not any(
+                self.marker in str(r["body"].get("prompt", ""))
+                for r in (await http.get("/_stats")).json()["last_requests"]
+            ):
+                if time.monotonic() > deadline:
+                    raise AssertionError("input moderation ran before the chat stream opened")
+                await asyncio.sleep(0.02)
+        result: dict[str, object] = await self.inner.invoke_json(endpoint_name, body)
+        return result
+
+
+def test_chat_stream_opens_while_the_input_is_judged(chain, table):
+    import asyncio
+
+    from front_door.chat import ChatService, Delta, Finish
+    from front_door.endpoint_client import EndpointClient, create_sagemaker_runtime_client
+    from front_door.moderation import Moderator
+    from front_door.observability import RequestMetrics
+    from front_door.protocol import ChatCompletionRequest
+    from front_door.sessions import SessionStore
+
+    settings = chain.settings(table)
+    marker = f"parallel-{time.monotonic_ns()}"
+
+    async def turn() -> list[Any]:
+        endpoints = EndpointClient(create_sagemaker_runtime_client(settings))
+        moderator = Moderator(
+            ChatStreamFirst(endpoints, chain, marker),
+            settings.moderation_endpoint,
+            settings.blocked_labels,
+        )
+        service = ChatService(settings, endpoints, moderator, SessionStore.from_settings(settings))
+        request = ChatCompletionRequest.model_validate(
+            {"messages": [{"role": "user", "content": marker}]}
+        )
+        principal = "arn:aws:iam::123456789012:user/parallel"
+        started = await service.start_turn(request, principal, RequestMetrics())
+        return [event async for event in service.events(started)]
+
+    events = asyncio.run(turn())
+    assert "".join(e.text for e in events if isinstance(e, Delta)) == DEFAULT_ANSWER
+    assert isinstance(events[-1], Finish)
+    assert events[-1].moderation["input"] == "casual"
 
 
 def test_blocked_output_stops_the_stream_and_stores_the_refusal(client):
@@ -298,6 +395,45 @@ def test_blocked_output_stops_the_stream_and_stores_the_refusal(client):
     assert reply["moderation"] == "needs intervention"
     assert reply["finish_reason"] == "content_filter"
     assert FORBIDDEN not in json.dumps(stored)
+
+
+@pytest.mark.parametrize(("mode", "relayed_tokens"), [("sync", 16), ("async", 47)])
+def test_output_moderation_mode_bounds_what_a_flagged_window_leaks(
+    chain, table, serve, mode, relayed_tokens
+):
+    # Windows every 16 tokens; token 21 is flagged, so the second window (tokens 17-32) is.
+    # sync: only the first, clean window reaches the client. async: the flagged window and at
+    # most every_tokens - 1 = 15 tokens after it (the relay waits for the verdict when the
+    # third window comes due at token 48).
+    settings = chain.settings(table, output_moderation_mode=mode)
+    with (
+        serve(build_app(settings)) as server,
+        httpx.Client(base_url=server.url, timeout=60) as http,
+    ):
+        events = stream(
+            http, {"messages": [{"role": "user", "content": "flag in window two please"}]}
+        )
+        chunks = events[:-1]
+        text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+        assert text == "".join(WINDOW_TWO_TOKENS[:relayed_tokens]) + REFUSAL
+        assert chunks[-1]["choices"][0]["finish_reason"] == "content_filter"
+        stored = session(http, chunks[0]["session_id"])["messages"]
+        assert stored[1]["content"] == REFUSAL
+
+
+def test_sync_output_moderation_relays_a_clean_answer_whole(chain, table, serve):
+    settings = chain.settings(table, output_moderation_mode="sync")
+    with (
+        serve(build_app(settings)) as server,
+        httpx.Client(base_url=server.url, timeout=60) as http,
+    ):
+        for content, answer in (("long please", LONG_ANSWER), ("question-03", "answer-03")):
+            events = stream(http, {"messages": [{"role": "user", "content": content}]})
+            chunks = events[:-1]
+            text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+            assert text == answer
+            assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+            assert chunks[-1]["moderation"]["output"] == "casual"
 
 
 @pytest.mark.parametrize(("tokens", "calls"), [(3, 2), (16, 2), (17, 3)])
@@ -476,15 +612,18 @@ def test_session_deleted_mid_stream_ends_with_409_event_and_stays_deleted(
     assert items_of(scan_table, table, session_id) == []
 
 
-def test_local_mode_serves_one_fixed_principal(chain, table, serve):
-    settings = chain.settings(table, mode="local", local_principal="developer")
-    with serve(build_app(settings)) as server, httpx.Client(base_url=server.url) as http:
+def test_the_local_fixed_principal_wraps_the_unchanged_app(chain, table, serve, scan_table):
+    app = FixedPrincipal(build_app(chain.settings(table)), name="developer")
+    with serve(app) as server, httpx.Client(base_url=server.url) as http:
         session_id = http.post(
             "/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]}
         ).json()["session_id"]
-        # No request context needed, and whatever one says is ignored in local mode.
+        # No request context needed, and whatever one a client sends is replaced.
         listed = http.get("/v1/sessions", headers=caller("someone-else")).json()
     assert session_id in [s["session_id"] for s in listed["data"]]
+    items = items_of(scan_table, table, session_id)
+    owners = {i["owner"]["S"] for i in items if "owner" in i}
+    assert owners == {f"iam:{local_identity_arn('developer')}"}
 
 
 # --- concurrency -----------------------------------------------------------------------------

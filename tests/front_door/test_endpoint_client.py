@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import botocore.session
@@ -16,6 +16,7 @@ from botocore.parsers import EventStreamJSONParser
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from chatbot_contracts.container import StreamEvent, Token, TokenEvent
 from front_door.endpoint_client import JsonLinesDecoder, iterate_stream_objects, map_client_error
 from front_door.errors import (
     StreamInterruptedError,
@@ -24,6 +25,14 @@ from front_door.errors import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
+
+DETAILS = {"finish_reason": "stop", "prompt_tokens": 3, "generated_tokens": 2}
+
+
+def dumped(events: Iterable[StreamEvent]) -> list[dict[str, Any]]:
+    """The events as the JSON objects they were sent as."""
+    return [event.model_dump(exclude_unset=True) for event in events]
+
 
 _OPERATION = "InvokeEndpointWithResponseStream"
 _BODY_SHAPE = (
@@ -105,10 +114,10 @@ TOKENS = st.lists(
 )
 def test_lines_split_anywhere_across_payload_parts_are_reassembled(tokens, part_cuts, net_cuts):
     objects: list[dict[str, Any]] = [{"token": {"text": t}} for t in tokens]
-    objects.append({"generated_text": "".join(tokens), "details": {"finish_reason": "stop"}})
+    objects.append({"generated_text": "".join(tokens), "details": DETAILS})
     body = b"".join(json.dumps(o, ensure_ascii=False).encode() + b"\n" for o in objects)
     wire = b"".join(payload_part(part) for part in split(body, part_cuts))
-    assert list(iterate_stream_objects(botocore_events(wire, net_cuts))) == objects
+    assert dumped(iterate_stream_objects(botocore_events(wire, net_cuts))) == objects
 
 
 def test_multibyte_character_split_between_parts_is_decoded_whole():
@@ -116,28 +125,41 @@ def test_multibyte_character_split_between_parts_is_decoded_whole():
     rocket = line.index("🚀".encode())
     parts = [line[: rocket + 1], line[rocket + 1 : rocket + 3], line[rocket + 3 :]]
     wire = b"".join(payload_part(p) for p in parts)
-    assert list(iterate_stream_objects(botocore_events(wire, []))) == [
+    assert dumped(iterate_stream_objects(botocore_events(wire, []))) == [
         {"token": {"text": "naïve 数据 🚀"}}
     ]
 
 
 def test_final_line_without_newline_is_flushed():
     decoder = JsonLinesDecoder()
-    assert decoder.feed(b'{"token": {"text": "a"}}\n{"generated_') == [{"token": {"text": "a"}}]
-    assert decoder.feed(b'text": "a"}') == []
-    assert decoder.close() == [{"generated_text": "a"}]
+    final = json.dumps({"generated_text": "a", "details": DETAILS}).encode()
+    assert dumped(decoder.feed(b'{"token": {"text": "a"}}\n' + final[:5])) == [
+        {"token": {"text": "a"}}
+    ]
+    assert decoder.feed(final[5:]) == []
+    assert dumped(decoder.close()) == [{"generated_text": "a", "details": DETAILS}]
 
 
 @pytest.mark.parametrize("kind", ["ModelStreamError", "InternalStreamFailure"])
 def test_stream_error_event_after_tokens_interrupts(kind):
     wire = payload_part(b'{"token": {"text": "Hel"}}\n') + stream_exception(kind, "boom")
     objects = iterate_stream_objects(botocore_events(wire, [5, 40]))
-    assert next(objects) == {"token": {"text": "Hel"}}
+    assert next(objects) == TokenEvent(token=Token(text="Hel"))
     with pytest.raises(StreamInterruptedError, match=kind):
         next(objects)
 
 
-@pytest.mark.parametrize("garbage", [b"not json\n", b"[1, 2]\n", b'{"token": "\xff\xfe"}\n'])
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"not json\n",
+        b"[1, 2]\n",
+        b'{"token": "\xff\xfe"}\n',
+        # Drift from the contract: a final object without details, a renamed field.
+        b'{"generated_text": "a"}\n',
+        b'{"token": {"txt": "a"}}\n',
+    ],
+)
 def test_malformed_lines_interrupt_the_stream(garbage):
     with pytest.raises(StreamInterruptedError):
         list(iterate_stream_objects(botocore_events(payload_part(garbage), [])))

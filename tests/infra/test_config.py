@@ -125,11 +125,26 @@ def test_unknown_environment_lists_known_ones(cdk_json_context: dict[str, Any]) 
         ("dev", "customization.epochs", 3, "customization.epochs", "Extra inputs"),
         (
             "dev",
-            "chat.model.parameters_billion",
-            6.0,
+            "customization.training.batch_size",
+            64,
             "(root)",
-            "customization.training_instance_type: the chat model's 6.0B parameters in float32",
+            "customization.training_instance_type: training the chat model's 2.8B parameters",
         ),
+        (
+            "dev",
+            "customization.training.lora_target_modules",
+            ["q_lin"],
+            "customization.training",
+            "lora_target_modules: unknown or none (q_lin)",
+        ),
+        (
+            "dev",
+            "customization.training.method",
+            "full",
+            "(root)",
+            "customization.training_instance_type: training the chat model's 2.8B parameters (full",
+        ),
+        ("dev", "customization.model_shape", _DELETE, "customization.model_shape", "required"),
     ],
 )
 def test_invalid_setting_names_environment_and_field(
@@ -153,39 +168,32 @@ def test_customization_is_optional_and_frozen(cdk_json_context: dict[str, Any]) 
     )
     with pytest.raises(ValueError, match="frozen"):
         dev.use_spot = False  # type: ignore[misc]
-    assert load_environment(cdk_json_context, "prod").customization is None
     disabled = _with(cdk_json_context, "dev", "customization", _DELETE)
     assert load_environment(disabled, "dev").customization is None
 
 
-def test_customization_jobs_must_hold_the_chat_model_in_float32_on_one_gpu(
-    cdk_json_context: dict[str, Any],
+@pytest.mark.parametrize("env", ["staging", "prod"])
+def test_production_model_is_customized_on_the_endpoints_instance_type(
+    cdk_json_context: dict[str, Any], env: str
 ) -> None:
-    # 2.8B in float32 = 11.2 GB fits 90% of one 16 GB T4 (14.4 GB); 4B (16 GB) does not,
-    # although 4B in float16 (8 GB) fits the chat endpoint's A10G.
-    context = _with(
-        cdk_json_context, "dev", "customization.evaluation_instance_type", "ml.g4dn.xlarge"
-    )
-    assert load_environment(context, "dev").customization is not None
-    context = _with(context, "dev", "chat.model.parameters_billion", 4.0)
-    with pytest.raises(ConfigError, match=r"evaluation_instance_type: .*16\.0 GB.*14\.4 GB"):
-        load_environment(context, "dev")
-    # ...and prod's 20.6B (82.4 GB) fits one 141 GB H200 for training, but no GPU that
-    # SageMaker processing jobs accept in the catalog holds it for evaluation.
-    for evaluation in ("ml.g6e.xlarge", "ml.g5.48xlarge", "ml.p3.16xlarge"):
-        customization = {
-            "training_instance_type": "ml.p5e.48xlarge",
-            "evaluation_instance_type": evaluation,
-            "use_spot": False,
-        }
-        context = _with(cdk_json_context, "prod", "customization", customization)
-        with pytest.raises(ConfigError) as raised:
-            load_environment(context, "prod")
-        assert str(raised.value).startswith(
-            "environment 'prod': (root): customization.evaluation_instance_type: "
-            "the chat model's 20.6B parameters in float32"
-        )
-        assert "82.4 GB" in str(raised.value)
+    config = load_environment(cdk_json_context, env)
+    customization = config.customization
+    assert customization is not None
+    # Evaluation generates with vLLM as the chat endpoint serves: same instance type.
+    assert customization.evaluation_instance_type == config.chat.instance_type
+    assert customization.training_instance_type == "ml.g5.12xlarge"
+    assert customization.use_spot is True
+    assert customization.training.hyperparameters() == {
+        "method": "lora",
+        "quantization": "none",
+        "bf16": "true",
+        "gradient_checkpointing": "true",
+        "batch_size": "8",
+        "max_seq_len": "512",
+        "lora_rank": "16",
+        "lora_alpha": "32",
+        "lora_target_modules": "query_key_value,dense",
+    }
 
 
 def test_sagemaker_job_instance_lists_come_from_the_service_model() -> None:

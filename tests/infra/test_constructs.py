@@ -459,7 +459,6 @@ class TestFrontDoorApi:
                 "Environment": {
                     "Variables": Match.object_like(
                         {
-                            "CHATBOT_MODE": "aws",
                             "CHATBOT_CHAT_ENDPOINT": "chatbot-dev-chat",
                             "CHATBOT_MODERATION_ENDPOINT": "chatbot-dev-moderation",
                             "CHATBOT_SESSION_TABLE": Match.any_value(),

@@ -45,12 +45,12 @@ def test_customization_stack_follows_the_config(
     synthesized: Synthesized, cdk_json_context: dict[str, Any]
 ) -> None:
     enabled = _enabled(cdk_json_context)
-    assert enabled == ["dev"]
+    assert enabled == ["dev", "staging", "prod"]
     for env in ENVIRONMENTS:
         assert ("Customization" in synthesized.templates[env]) == (env in enabled), env
 
 
-@pytest.mark.parametrize("env", ["dev"])
+@pytest.mark.parametrize("env", ["dev", "staging", "prod"])
 def test_state_machine_runs_the_configured_jobs(
     synthesized: Synthesized, cdk_json_context: dict[str, Any], env: str
 ) -> None:
@@ -74,6 +74,20 @@ def test_state_machine_runs_the_configured_jobs(
     assert training["TrainingJobName.$"].startswith(
         f"States.Format('chatbot-{env}-cust-{{}}-train'"
     )
+    # Every run gets the environment's training settings (the execution input overrides).
+    merged = training["HyperParameters.$"]
+    assert merged.startswith("States.JsonMerge(States.StringToJson('")
+    assert merged.endswith("'), $.hyperparameters, false)")
+    settings = json.loads(merged.split("'")[1].replace("\\{", "{").replace("\\}", "}"))
+    assert settings == {
+        "checkpoint_steps": "50",
+        **config.customization.training.hyperparameters(),
+    }
+    # Evaluation generates with vLLM as the chat endpoint serves it.
+    arguments = states["Evaluate"]["Parameters"]["AppSpecification"]["ContainerArguments.$"]
+    tp = config.chat.tensor_parallel_degree
+    assert f"'--engine', 'vllm', '--tensor-parallel-degree', '{tp}'" in arguments
+    assert f"'--max-model-len', '{config.chat.model.max_model_len}'" in arguments
 
 
 @pytest.mark.parametrize("env", ["dev"])

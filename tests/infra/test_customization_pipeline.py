@@ -270,7 +270,19 @@ def test_customization_stack_builds_the_jobs_image_and_pipeline(
     ]
     assert source["dockerBuildArgs"] == {"BASE_IMAGE": "example/base:1"}
     staged = tmp_path / "out" / source["directory"]
-    assert sorted(path.name for path in staged.iterdir()) == ["customize", "requirements"]
-    assert [path.name for path in (staged / "requirements").iterdir()] == ["customize.txt"]
+    assert sorted(path.name for path in staged.iterdir()) == [
+        "contracts",
+        "customize",
+        "requirements",
+    ]
+    assert sorted(path.name for path in (staged / "requirements").iterdir()) == [
+        "customize-gpu.txt",
+        "customize.txt",
+    ]
+    assert sorted(path.name for path in (staged / "contracts").iterdir()) == [
+        "chatbot_contracts",
+        "pyproject.toml",
+    ]
+    assert (staged / "contracts" / "chatbot_contracts" / "training.py").is_file()
     assert (staged / "customize" / "train.py").is_file()
     assert not list(staged.rglob("__pycache__"))

@@ -13,8 +13,8 @@ from syrupy.extensions.json import JSONSnapshotExtension
 from tests.infra.conftest import ENVIRONMENTS, REPO_ROOT, Synthesized, mask_hashes, synthesize_all
 
 STACKS = ("Stateful", "Inference", "FrontDoor")
-# Only dev enables customization (cdk.json; docs/customize.md says why not staging/prod).
-STACKS_BY_ENV = {"dev": (*STACKS, "Customization"), "staging": STACKS, "prod": STACKS}
+# Every environment customizes its chat model (cdk.json; docs/customize.md).
+STACKS_BY_ENV = dict.fromkeys(("dev", "staging", "prod"), (*STACKS, "Customization"))
 
 
 def _resources(template: dict[str, Any], type_name: str) -> dict[str, Any]:
@@ -180,9 +180,11 @@ def test_inference_image_gets_the_regional_dlc_base_image(synthesized: Synthesiz
         images.update(json.loads(path.read_text()).get("dockerImages", {}))
     build_args = [i["source"].get("dockerBuildArgs", {}) for i in images.values()]
     platforms = sorted(i["source"].get("platform") for i in images.values())
-    assert platforms == ["linux/amd64", "linux/arm64"]
+    # The inference and customization-jobs images (amd64) and the front door's (arm64).
+    assert platforms == ["linux/amd64", "linux/amd64", "linux/arm64"]
     dlc = "763104351884.dkr.ecr.us-east-1.amazonaws.com/vllm:0.30.0-gpu-py312-cu130-ubuntu24.04"
-    assert {"BASE_IMAGE": f"{dlc}-sagemaker"} in build_args
+    # Both GPU images build on the region's vLLM DLC.
+    assert build_args.count({"BASE_IMAGE": f"{dlc}-sagemaker"}) == 2
 
 
 def test_cdk_nag_is_active_and_fails_synth_on_a_finding(tmp_path: Any) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import socket
 import subprocess
@@ -458,7 +457,6 @@ def test_command_line(serve_app: Any, container: ContainerStub) -> None:
                 *("--endpoint", f"{CHAT}={container_url}", "--max-part-bytes", "2"),
             ],
             cwd=root,
-            env=os.environ | {"PYTHONPATH": str(root)},
         )
         try:
             url = f"http://127.0.0.1:{port}"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -373,7 +372,6 @@ def test_command_line_with_script_file(tmp_path: Path) -> None:
             str(script_file),
         ],
         cwd=Path(__file__).resolve().parents[2],
-        env=os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[2])},
     )
     try:
         url = f"http://127.0.0.1:{port}"

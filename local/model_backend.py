@@ -4,6 +4,12 @@
 /v1/chat/completions (SSE streaming and JSON), /v1/models and /health, so no server code of ours
 is needed. What we add: the GGUF is de-quantised with transformers once and saved as safetensors
 in a cache directory, so later starts load in seconds instead of converting again.
+
+It also stands in for vLLM when the container's launcher starts "its" engine locally:
+``local/bin/vllm`` (put first on ``PATH``) runs ``python -m local.model_backend serve <model>
+--host H --port P ...`` with the launcher's unchanged ``vllm serve`` argument list; engine flags
+that only matter on a GPU are accepted and ignored. The production launcher thus runs, supervises
+and stops a real backend process in local runs and tests without knowing about this module.
 """
 
 from __future__ import annotations
@@ -144,8 +150,22 @@ def serve(model_dir: Path, *, host: str, port: int) -> None:
     Serve(force_model=str(model_dir), host=host, port=port, device="cpu", log_level="warning")
 
 
+def _serve_like_vllm(argv: Sequence[str]) -> int:
+    # `vllm serve MODEL --host H --port P [engine flags]`, as the launcher builds it.
+    parser = argparse.ArgumentParser(prog="vllm serve (local stand-in)")
+    parser.add_argument("model")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
+    args, ignored = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logger.info("standing in for vLLM; ignoring engine flags %s", " ".join(ignored))
+    serve(resolve_local_model(args.model, args.cache_dir), host=args.host, port=args.port)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point (``python -m inference_server.local_backend``).
+    """Command-line entry point (``python -m local.model_backend``).
 
     Parameters
     ----------
@@ -157,6 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     int
         Exit status.
     """
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["serve"]:
+        return _serve_like_vllm(arguments[1:])
     parser = argparse.ArgumentParser(prog="local-backend", description=__doc__)
     parser.add_argument("--model", default=SMOLLM2_GGUF, help="model dir, .gguf or package:...")
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
@@ -165,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--convert-only", action="store_true", help="convert and print the directory, then exit"
     )
-    args = parser.parse_args(argv)
+    args = parser.parse_args(arguments)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     model_dir = resolve_local_model(args.model, args.cache_dir)
     if args.convert_only:
