@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Linked into a base worktree so that it synthesizes with the same toolchain.
 SHARED_TOOLCHAIN = (".venv", "node_modules")
 SOURCE_DIRS = (".", "container", "lambda", "contracts")
-EMPTY_TEMPLATE = {"Resources": {}}
+EMPTY_TEMPLATE: dict[str, dict[str, object]] = {"Resources": {}}
 
 
 def _offline_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
