@@ -10,7 +10,9 @@ import argparse
 import contextlib
 import io
 import json
+import os
 import sys
+import tempfile
 from typing import Any
 
 
@@ -43,6 +45,10 @@ def check(argv: list[str]) -> str | None:
     from vllm.engine.arg_utils import AsyncEngineArgs
 
     parser, commands = _parser()
+    if len(argv) > 2 and not argv[2].startswith("-") and not os.path.isdir(argv[2]):
+        # The weights directory exists only in the container; with HF_HUB_OFFLINE vLLM would
+        # take a missing path for a hub repo id and reject its form.
+        argv = [*argv[:2], tempfile.mkdtemp(prefix="vllm-probe-model-"), *argv[3:]]
     stderr = io.StringIO()
     try:
         with contextlib.redirect_stderr(stderr):
