@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import ipaddress
 import json
+import math
 import re
 from collections.abc import Mapping
 from functools import cache
@@ -24,15 +26,21 @@ from stacks.instance_catalog import GpuInstanceType, UnknownInstanceTypeError
 __all__ = [
     "ENVIRONMENTS_CONTEXT_KEY",
     "BaseImageConfig",
+    "ComponentSettings",
     "ConfigError",
     "CustomizationConfig",
     "CustomizationTraining",
     "EndpointSettings",
     "EnvironmentConfig",
     "FrontDoorConfig",
+    "HostingConfig",
     "ModelSettings",
     "ModelShape",
+    "NetworkConfig",
+    "OffHoursSchedule",
+    "ScaleToZeroSettings",
     "ScalingSettings",
+    "WafConfig",
     "load_environment",
 ]
 
@@ -44,10 +52,27 @@ BYTES_PER_PARAMETER = {"float16": 2, "bfloat16": 2, "float32": 4}
 # KV cache and activations.
 MAX_WEIGHT_SHARE_OF_GPU_MEMORY = 0.9
 
+# Share of a copy's slice of host memory it reserves; SageMaker's agents keep the rest.
+HOST_MEMORY_SHARE_FOR_COPIES = 0.9
+
 # CloudWatch Logs accepts only these retention periods.
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827)
 
 TimeoutSeconds = Annotated[int, Field(ge=60, le=3600)]
+
+# The front door refuses requests whose messages exceed this many characters
+# (lambda/front_door/settings.py, max_request_chars; a test keeps the two equal). The WAF's
+# body-size rule must let every such request through, JSON envelope included.
+FRONT_DOOR_MAX_REQUEST_CHARS = 32_000
+FRONT_DOOR_REQUEST_ENVELOPE_BYTES = 4096
+
+# Promotion: the chat endpoint may serve a customization run's merged weights instead of a
+# staged model; both live in the environment's assets bucket.
+_WEIGHTS_PREFIX = r"^(models|customization/runs)(/[A-Za-z0-9][A-Za-z0-9._=-]*)+/$"
+_MODEL_PACKAGE_ARN = (
+    r"^arn:aws[a-z-]*:sagemaker:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):"
+    r"model-package/(?P<group>[A-Za-z0-9-]{1,63})/\d+$"
+)
 
 
 @cache
@@ -108,6 +133,25 @@ class ModelSettings(_Frozen):
     gpu_memory_utilization: Annotated[float, Field(gt=0.1, le=0.98)]
     enable_prefix_caching: bool
     max_new_tokens_cap: Annotated[int, Field(ge=1)]
+    # Set by `make promote` (docs/customize.md): the key prefix in the assets bucket whose
+    # weights the endpoint serves instead of models/<weights_name>/, and, for lineage, the
+    # approved model package those weights were registered as.
+    weights_prefix: Annotated[str, Field(pattern=_WEIGHTS_PREFIX)] | None = None
+    model_package_arn: Annotated[str, Field(pattern=_MODEL_PACKAGE_ARN)] | None = None
+
+    @model_validator(mode="after")
+    def _package_names_its_weights(self) -> ModelSettings:
+        if self.model_package_arn is not None and self.weights_prefix is None:
+            raise ValueError(
+                "weights_prefix: required with model_package_arn (the package's weights); "
+                "run make promote rather than editing one of them by hand"
+            )
+        return self
+
+    @property
+    def serving_prefix(self) -> str:
+        """Key prefix of the weights the endpoint serves: ``weights_prefix`` or the staged model."""
+        return self.weights_prefix or f"models/{self.weights_name}/"
 
     @property
     def weights_gb(self) -> float:
@@ -116,13 +160,37 @@ class ModelSettings(_Frozen):
 
 
 class ScalingSettings(_Frozen):
-    """Target-tracking autoscaling on concurrent requests per model copy."""
+    """Target-tracking autoscaling of a plain endpoint's instances on concurrent requests."""
 
-    min_instances: Annotated[int, Field(ge=1)]
+    # 0 is refused by the environment's validator: only inference components scale to zero.
+    min_instances: Annotated[int, Field(ge=0)]
     max_instances: Annotated[int, Field(ge=1)]
     target_concurrent_requests: Annotated[float, Field(gt=0)]
     scale_in_cooldown_s: Annotated[int, Field(ge=0, le=3600)]
     scale_out_cooldown_s: Annotated[int, Field(ge=0, le=3600)]
+
+
+class ComponentSettings(_Frozen):
+    """An inference component's copies: how many, their autoscaling and their accelerators."""
+
+    # SageMaker refuses to create a component with CopyCount 0; it reaches 0 by scaling in.
+    initial_copies: Annotated[int, Field(ge=1)]
+    min_copies: Annotated[int, Field(ge=0)]
+    max_copies: Annotated[int, Field(ge=1)]
+    target_concurrent_requests_per_copy: Annotated[float, Field(gt=0)]
+    scale_in_cooldown_s: Annotated[int, Field(ge=0, le=3600)]
+    scale_out_cooldown_s: Annotated[int, Field(ge=0, le=3600)]
+    # GPUs per copy; absent: the role's tensor_parallel_degree.
+    accelerators_per_copy: Annotated[int, Field(ge=1)] | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ComponentSettings:
+        if not self.min_copies <= self.initial_copies <= self.max_copies:
+            raise ValueError(
+                f"initial_copies: need min_copies ({self.min_copies}) <= initial_copies "
+                f"({self.initial_copies}) <= max_copies ({self.max_copies})"
+            )
+        return self
 
 
 class EndpointSettings(_Frozen):
@@ -136,6 +204,8 @@ class EndpointSettings(_Frozen):
     model_data_download_timeout_s: TimeoutSeconds
     volume_size_gb: Annotated[int, Field(ge=1, le=512)] | None = None
     scaling: ScalingSettings | None = None
+    # Only with hosting.mode "inference_components" (and then required).
+    component: ComponentSettings | None = None
     latency_alarm_p90_ms: Annotated[int, Field(ge=1)]
     error_alarm_5xx_per_5min: Annotated[int, Field(ge=1)]
 
@@ -143,6 +213,33 @@ class EndpointSettings(_Frozen):
     def instance(self) -> GpuInstanceType:
         """The validated instance type."""
         return GpuInstanceType.parse(self.instance_type)
+
+    @property
+    def accelerators_per_copy(self) -> int:
+        """GPUs one inference-component copy reserves (default: the tensor-parallel degree)."""
+        if self.component is not None and self.component.accelerators_per_copy is not None:
+            return self.component.accelerators_per_copy
+        return self.tensor_parallel_degree
+
+    @property
+    def copies_per_instance(self) -> int:
+        """How many inference-component copies one instance holds (its GPUs decide)."""
+        return self.instance.gpu_count // self.accelerators_per_copy
+
+    @property
+    def memory_per_copy_mb(self) -> int:
+        """Host memory one copy reserves: its GPUs' share of the instance's memory, less 10 %.
+
+        SageMaker keeps part of each instance's memory for its own agents, so a copy that asks
+        for the whole share could never be placed.
+        """
+        instance = self.instance
+        share = instance.memory_gib * 1024 * self.accelerators_per_copy / instance.gpu_count
+        return int(share * HOST_MEMORY_SHARE_FOR_COPIES)
+
+    def instances_for(self, copies: int) -> int:
+        """Instances needed to place ``copies`` copies (0 for 0)."""
+        return math.ceil(copies / self.copies_per_instance)
 
     @model_validator(mode="after")
     def _fits_instance(self) -> EndpointSettings:
@@ -169,6 +266,7 @@ class EndpointSettings(_Frozen):
                 f"{MAX_WEIGHT_SHARE_OF_GPU_MEMORY:.0%} of the {tp * instance.gpu_memory_gb} GB "
                 f"of GPU memory on {tp} GPU(s) of {instance.name} ({budget_gb:.1f} GB)"
             )
+        self._copies_fit(instance)
         if self.scaling is not None:
             low, high = self.scaling.min_instances, self.scaling.max_instances
             if not low <= self.initial_instance_count <= high:
@@ -177,6 +275,93 @@ class EndpointSettings(_Frozen):
                     f"initial_instance_count ({self.initial_instance_count}) <= "
                     f"scaling.max_instances ({high})"
                 )
+        return self
+
+    def _copies_fit(self, instance: GpuInstanceType) -> None:
+        component = self.component
+        if component is None:
+            return
+        accelerators = self.accelerators_per_copy
+        if self.tensor_parallel_degree > accelerators:
+            raise ValueError(
+                f"component.accelerators_per_copy: tensor_parallel_degree "
+                f"{self.tensor_parallel_degree} needs at least that many GPUs per copy, "
+                f"not {accelerators}"
+            )
+        if accelerators > instance.gpu_count:
+            raise ValueError(
+                f"component.accelerators_per_copy: {accelerators} GPUs per copy, but "
+                f"{instance.name} has {instance.gpu_count}"
+            )
+        placed = component.initial_copies * accelerators
+        available = self.initial_instance_count * instance.gpu_count
+        if placed > available:
+            raise ValueError(
+                f"component.initial_copies: {component.initial_copies} copies x {accelerators} "
+                f"GPU(s) = {placed} GPUs, more than the {available} GPU(s) of "
+                f"initial_instance_count ({self.initial_instance_count}) x {instance.name}"
+            )
+
+
+class OffHoursSchedule(_Frozen):
+    """When a component may sleep: scheduled actions lower the copy minimum to 0 and back.
+
+    Expressions are Application Auto Scaling ``cron(...)`` schedules in ``timezone``.
+    """
+
+    sleep_cron: Annotated[str, Field(pattern=r"^cron\(.+\)$")]
+    wake_cron: Annotated[str, Field(pattern=r"^cron\(.+\)$")]
+    timezone: Annotated[str, Field(pattern=r"^[A-Za-z_]+(/[A-Za-z_+-]+)*$")]
+
+
+class ScaleToZeroSettings(_Frozen):
+    """Scale-to-zero of inference components: idle time, and optionally only off hours."""
+
+    # No invocation for this long scales a component in to its minimum (0 where allowed).
+    idle_minutes: Annotated[int, Field(ge=5, le=1440)]
+    # Absent: zero whenever idle (min_copies 0). Present: min_copies by day, 0 off hours.
+    off_hours: OffHoursSchedule | None = None
+
+
+class HostingConfig(_Frozen):
+    """How the models are hosted: plain single-model endpoints or inference components.
+
+    With components there is one endpoint per role (``chatbot-<env>-<role>``), each with one
+    inference component: chat and moderation run on different GPU instance types in staging
+    and prod, a copy reserves whole GPUs (two models cannot share dev's single A10G), and each
+    role scales, sleeps and wakes on its own.
+    """
+
+    mode: Literal["endpoints", "inference_components"]
+    # Retry-After (s) the front door sends while a model wakes from zero; SageMaker takes
+    # minutes to place a copy on a fresh instance.
+    wake_retry_after_s: Annotated[int, Field(ge=1, le=3600)] = 300
+    scale_to_zero: ScaleToZeroSettings | None = None
+
+    @property
+    def uses_components(self) -> bool:
+        """Whether the models are hosted as inference components."""
+        return self.mode == "inference_components"
+
+
+class WafConfig(_Frozen):
+    """The WAF web ACL on the API stage: AWS common rules, a body-size rule, a per-IP rate rule."""
+
+    # Requests per client IP in any 5-minute window before WAF blocks that IP.
+    rate_limit_per_5min: Annotated[int, Field(ge=100, le=2_000_000_000)]
+    # Bodies larger than this are blocked; it is also how much of a body WAF inspects
+    # (API Gateway lets WAF inspect 16, 32, 48 or 64 KB).
+    max_body_kb: Literal[16, 32, 48, 64] = 64
+
+    @model_validator(mode="after")
+    def _admits_the_front_doors_largest_request(self) -> WafConfig:
+        need = FRONT_DOOR_MAX_REQUEST_CHARS + FRONT_DOOR_REQUEST_ENVELOPE_BYTES
+        if self.max_body_kb * 1024 < need:
+            raise ValueError(
+                f"max_body_kb: {self.max_body_kb} KB would block requests the front door "
+                f"accepts ({FRONT_DOOR_MAX_REQUEST_CHARS} characters of messages plus "
+                f"{FRONT_DOOR_REQUEST_ENVELOPE_BYTES} bytes of JSON: {need} bytes)"
+            )
         return self
 
 
@@ -193,6 +378,8 @@ class FrontDoorConfig(_Frozen):
     refusal_text: Annotated[str, Field(min_length=1)]
     output_moderation_mode: Literal["async", "sync"]
     log_retention_days: int
+    # Absent: no web ACL (the stage's throttling and authorization remain).
+    waf: WafConfig | None = None
 
     @model_validator(mode="after")
     def _retention_allowed(self) -> FrontDoorConfig:
@@ -200,6 +387,66 @@ class FrontDoorConfig(_Frozen):
             raise ValueError(
                 f"log_retention_days: {self.log_retention_days} is not a CloudWatch Logs "
                 f"retention period ({', '.join(map(str, LOG_RETENTION_DAYS))})"
+            )
+        return self
+
+
+class NetworkConfig(_Frozen):
+    """Private networking: a VPC (created, or imported by id) for endpoints and front door.
+
+    Endpoints run network-isolated in its private subnets, the front-door Lambda runs there
+    too, and AWS services are reached through VPC endpoints only (no NAT, no internet route).
+    """
+
+    # Import an existing VPC: its id, private subnet ids and their zones (same order).
+    vpc_id: Annotated[str, Field(pattern=r"^vpc-[0-9a-f]{8,17}$")] | None = None
+    private_subnet_ids: tuple[Annotated[str, Field(pattern=r"^subnet-[0-9a-f]{8,17}$")], ...] = ()
+    # Route tables of the imported private subnets, for the S3 and DynamoDB gateway endpoints.
+    private_route_table_ids: tuple[Annotated[str, Field(pattern=r"^rtb-[0-9a-f]{8,17}$")], ...] = ()
+    # Zones of the created VPC's subnets, or of the imported subnets; named so that synth
+    # needs no availability-zone lookup.
+    availability_zones: tuple[Annotated[str, Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d[a-z]$")], ...]
+    # Address range of a created VPC.
+    cidr: str = "10.64.0.0/16"
+    # Create the interface and gateway endpoints (an imported VPC may already have them).
+    create_vpc_endpoints: bool = True
+    flow_log_retention_days: int
+
+    @model_validator(mode="after")
+    def _consistent(self) -> NetworkConfig:
+        if len(self.availability_zones) < 2 or len(set(self.availability_zones)) != len(
+            self.availability_zones
+        ):
+            raise ValueError("availability_zones: name at least two distinct zones")
+        if self.vpc_id is None and (self.private_subnet_ids or self.private_route_table_ids):
+            raise ValueError(
+                "private_subnet_ids: only with vpc_id (an imported VPC), as are "
+                "private_route_table_ids"
+            )
+        if self.vpc_id is not None and len(self.private_subnet_ids) != len(self.availability_zones):
+            raise ValueError(
+                "private_subnet_ids: an imported VPC needs one private subnet id per "
+                "availability zone, in the same order"
+            )
+        if (
+            self.vpc_id is not None
+            and self.create_vpc_endpoints
+            and len(self.private_route_table_ids) != len(self.private_subnet_ids)
+        ):
+            raise ValueError(
+                "private_route_table_ids: the S3 and DynamoDB gateway endpoints of an imported "
+                "VPC need each private subnet's route table, in the same order"
+            )
+        try:
+            network = ipaddress.ip_network(self.cidr)
+        except ValueError as error:
+            raise ValueError(f"cidr: {error}") from None
+        if network.version != 4 or not 16 <= network.prefixlen <= 24:
+            raise ValueError(f"cidr: {self.cidr} must be an IPv4 range from /16 to /24")
+        if self.flow_log_retention_days not in LOG_RETENTION_DAYS:
+            raise ValueError(
+                f"flow_log_retention_days: {self.flow_log_retention_days} is not a CloudWatch "
+                f"Logs retention period ({', '.join(map(str, LOG_RETENTION_DAYS))})"
             )
         return self
 
@@ -320,13 +567,75 @@ class EnvironmentConfig(_Frozen):
     chat: EndpointSettings
     moderation: EndpointSettings
     front_door: FrontDoorConfig
+    hosting: HostingConfig = HostingConfig(mode="endpoints")
     # Absent: the environment has no customization stack.
     customization: CustomizationConfig | None = None
+    # Absent: public AWS networking (endpoints, Lambda and downloads outside any VPC).
+    network: NetworkConfig | None = None
 
     @model_validator(mode="after")
     def _account_and_region_together(self) -> EnvironmentConfig:
         if (self.account is None) != (self.region is None):
             raise ValueError("account/region: set both (a deployable environment) or neither")
+        return self
+
+    @model_validator(mode="after")
+    def _hosting_is_consistent(self) -> EnvironmentConfig:
+        hosting = self.hosting
+        for role, settings in (("chat", self.chat), ("moderation", self.moderation)):
+            if not hosting.uses_components:
+                if settings.component is not None:
+                    raise ValueError(
+                        f"{role}.component: only with hosting.mode 'inference_components'"
+                    )
+                if settings.scaling is not None and settings.scaling.min_instances == 0:
+                    raise ValueError(
+                        f"{role}.scaling.min_instances: 0 needs hosting.mode "
+                        "'inference_components'; a plain endpoint cannot scale to zero"
+                    )
+                continue
+            if settings.component is None:
+                raise ValueError(
+                    f"{role}.component: required with hosting.mode 'inference_components'"
+                )
+            if settings.scaling is not None:
+                raise ValueError(
+                    f"{role}.scaling: counts a plain endpoint's instances; with inference "
+                    "components set component.min_copies/max_copies instead"
+                )
+            zero = hosting.scale_to_zero
+            if settings.component.min_copies == 0 and (zero is None or zero.off_hours is not None):
+                raise ValueError(
+                    f"{role}.component.min_copies: 0 needs hosting.scale_to_zero without "
+                    "off_hours (with off_hours the minimum drops to 0 by schedule only)"
+                )
+        if hosting.scale_to_zero is not None and not hosting.uses_components:
+            raise ValueError(
+                "hosting.scale_to_zero: plain endpoints cannot scale to zero; set "
+                "hosting.mode 'inference_components'"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _promoted_package_is_this_environments(self) -> EnvironmentConfig:
+        arn = self.chat.model.model_package_arn
+        if arn is None:
+            return self
+        match = re.match(_MODEL_PACKAGE_ARN, arn)
+        assert match is not None  # the field's pattern
+        group = f"chatbot-{self.name}-chat"
+        if match["group"] != group:
+            raise ValueError(
+                f"chat.model.model_package_arn: the package belongs to group {match['group']!r}, "
+                f"not this environment's {group!r}"
+            )
+        for field in ("account", "region"):
+            expected = getattr(self, field)
+            if expected is not None and match[field] != expected:
+                raise ValueError(
+                    f"chat.model.model_package_arn: {field} {match[field]} is not this "
+                    f"environment's {expected}"
+                )
         return self
 
     @model_validator(mode="after")

@@ -8,27 +8,17 @@ from typing import Any
 
 from aws_cdk import IgnoreMode, Stack
 from aws_cdk import aws_ecr_assets as ecr_assets
-from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
 from stacks.constructs.build_context import repository_context_excludes
 from stacks.constructs.customization_pipeline import CustomizationPipeline
-from stacks.constructs.llm_endpoint import LlmEndpoint
 from stacks.constructs.model_assets_bucket import ModelAssetsBucket
 
-__all__ = ["CustomizationStack", "chat_model_data_url"]
-
-
-def chat_model_data_url(chat_endpoint: LlmEndpoint) -> str:
-    """The chat endpoint's artifact URL (its ``serving.properties``), read from its Model."""
-    container = chat_endpoint.cfn_model.primary_container
-    assert isinstance(container, sagemaker.CfnModel.ContainerDefinitionProperty)
-    assert container.model_data_url is not None
-    return container.model_data_url
+__all__ = ["CustomizationStack"]
 
 
 class CustomizationStack(Stack):
-    """The customization pipeline of one environment, beside its inference stack.
+    """The customization pipeline of one environment; it registers models, never deploys them.
 
     Parameters
     ----------
@@ -45,8 +35,8 @@ class CustomizationStack(Stack):
         The model-assets bucket of the stateful stack.
     base_weights_name:
         Folder under ``models/`` of the base model to customize.
-    chat_endpoint, serving_image:
-        The chat endpoint and its image, from the inference stack.
+    serving_image:
+        The inference image, from the inference stack (named in registered model packages).
     training_instance_type, evaluation_instance_type:
         GPU instances of the training and evaluation jobs.
     use_spot:
@@ -67,7 +57,6 @@ class CustomizationStack(Stack):
         base_image: str,
         assets_bucket: ModelAssetsBucket,
         base_weights_name: str,
-        chat_endpoint: LlmEndpoint,
         serving_image: ecr_assets.DockerImageAsset,
         training_instance_type: str = "ml.g5.2xlarge",
         evaluation_instance_type: str = "ml.g5.xlarge",
@@ -98,8 +87,6 @@ class CustomizationStack(Stack):
             base_weights_name=base_weights_name,
             training_image=self.jobs_image,
             serving_image=serving_image,
-            chat_endpoint=chat_endpoint,
-            chat_model_data_url=chat_model_data_url(chat_endpoint),
             training_instance_type=training_instance_type,
             evaluation_instance_type=evaluation_instance_type,
             use_spot=use_spot,

@@ -10,7 +10,8 @@ from constructs import Construct
 
 from stacks.config import FrontDoorConfig
 from stacks.constructs.front_door_api import FrontDoorApi
-from stacks.constructs.llm_endpoint import LlmEndpoint
+from stacks.constructs.hosted_model import HostedModel
+from stacks.constructs.private_network import PrivateNetwork
 from stacks.constructs.session_table import SessionTable
 
 __all__ = ["FrontDoorStack"]
@@ -27,12 +28,16 @@ class FrontDoorStack(Stack):
         Environment name.
     settings:
         Validated front-door settings.
+    wake_retry_after_s:
+        ``Retry-After`` while a model wakes from zero (the hosting section's).
     code_dir:
         The ``lambda/`` build context.
     chat, moderation:
         Endpoints of the inference stack.
     sessions:
         Session table of the stateful stack.
+    network:
+        The environment's private network, where it has one: the function runs in it.
     termination_protection:
         Protect the stack from deletion.
     **stack_kwargs:
@@ -46,10 +51,12 @@ class FrontDoorStack(Stack):
         *,
         env_name: str,
         settings: FrontDoorConfig,
+        wake_retry_after_s: int,
         code_dir: Path,
-        chat: LlmEndpoint,
-        moderation: LlmEndpoint,
+        chat: HostedModel,
+        moderation: HostedModel,
         sessions: SessionTable,
+        network: PrivateNetwork | None = None,
         termination_protection: bool,
         **stack_kwargs: Any,
     ) -> None:
@@ -65,6 +72,8 @@ class FrontDoorStack(Stack):
             chat=chat,
             moderation=moderation,
             sessions=sessions,
+            wake_retry_after_s=wake_retry_after_s,
+            network=network,
         )
         CfnOutput(self, "ApiUrl", value=self.front_door.api.url)
         user_pool, client = self.front_door.user_pool, self.front_door.user_pool_client

@@ -9,17 +9,25 @@ from aws_cdk import IgnoreMode, Stack
 from aws_cdk import aws_ecr_assets as ecr_assets
 from constructs import Construct
 
-from stacks.config import EndpointSettings
+from stacks.config import EndpointSettings, HostingConfig
 from stacks.constructs.build_context import repository_context_excludes
+from stacks.constructs.component_scaling import ComponentScaling
+from stacks.constructs.hosted_model import HostedModel
+from stacks.constructs.inference_component import InferenceComponentEndpoint
 from stacks.constructs.llm_endpoint import LlmEndpoint
-from stacks.constructs.model_artifact import ModelArtifact
 from stacks.constructs.model_assets_bucket import ModelAssetsBucket
+from stacks.constructs.private_network import PrivateNetwork
+from stacks.constructs.serving_artifacts import ServingArtifacts
 
 __all__ = ["InferenceStack"]
 
 
 class InferenceStack(Stack):
     """Both SageMaker endpoints, running one image built from ``container/``.
+
+    ``hosting.mode`` picks single-model endpoints (:class:`LlmEndpoint`) or one endpoint per
+    role hosting an inference component (:class:`InferenceComponentEndpoint`) with copy-count
+    autoscaling (:class:`ComponentScaling`), which can scale to zero.
 
     Parameters
     ----------
@@ -30,15 +38,18 @@ class InferenceStack(Stack):
     base_image:
         Literal base image URI, passed to the Dockerfile as ``BASE_IMAGE``.
     artifacts_dir:
-        ``model_artifacts/``, holding ``chat/`` and ``moderation/``.
-    artifact_build_dir:
-        Where the deterministic archives are written before CDK stages them.
+        ``model_artifacts/``, holding ``chat/`` and ``moderation/``; each is staged under its
+        endpoint's weights prefix.
     endpoint_names:
         Endpoint name per role (``chat``, ``moderation``).
     chat, moderation:
         Validated settings of each endpoint.
+    hosting:
+        The environment's hosting mode and scale-to-zero settings.
     assets_bucket:
         The model-assets bucket of the stateful stack.
+    network:
+        The environment's private network, where it has one: endpoints run isolated in it.
     termination_protection:
         Protect the stack from deletion.
     **stack_kwargs:
@@ -53,11 +64,12 @@ class InferenceStack(Stack):
         container_dir: Path,
         base_image: str,
         artifacts_dir: Path,
-        artifact_build_dir: Path,
         endpoint_names: dict[str, str],
         chat: EndpointSettings,
         moderation: EndpointSettings,
+        hosting: HostingConfig,
         assets_bucket: ModelAssetsBucket,
+        network: PrivateNetwork | None = None,
         termination_protection: bool,
         **stack_kwargs: Any,
     ) -> None:
@@ -74,30 +86,58 @@ class InferenceStack(Stack):
             exclude=repository_context_excludes(container_dir.name),
             ignore_mode=IgnoreMode.DOCKER,
         )
-        self.endpoints: dict[str, LlmEndpoint] = {}
+        self.endpoints: dict[str, HostedModel] = {}
+        self.scaling: dict[str, ComponentScaling] = {}
         for role, settings in (("chat", chat), ("moderation", moderation)):
-            artifact = ModelArtifact(
+            artifacts = ServingArtifacts(
                 self,
-                f"{role.capitalize()}Artifact",
+                f"{role.capitalize()}Artifacts",
                 source_dir=artifacts_dir / role,
-                build_dir=artifact_build_dir,
+                role=role,
+                assets_bucket=assets_bucket,
+                weights_prefix=settings.model.serving_prefix,
             )
-            self.endpoints[role] = LlmEndpoint(
+            if not hosting.uses_components:
+                self.endpoints[role] = LlmEndpoint(
+                    self,
+                    f"{role.capitalize()}Endpoint",
+                    endpoint_name=endpoint_names[role],
+                    settings=settings,
+                    image=self.image,
+                    artifacts=artifacts,
+                    assets_bucket=assets_bucket,
+                    network=network,
+                )
+                continue
+            assert settings.component is not None  # validated with the hosting mode
+            zero = hosting.scale_to_zero
+            component = InferenceComponentEndpoint(
                 self,
-                f"{role.capitalize()}Endpoint",
+                f"{role.capitalize()}Component",
                 endpoint_name=endpoint_names[role],
                 settings=settings,
+                allow_zero_instances=zero is not None
+                and (settings.component.min_copies == 0 or zero.off_hours is not None),
                 image=self.image,
-                artifact=artifact,
+                artifacts=artifacts,
                 assets_bucket=assets_bucket,
+                network=network,
+            )
+            self.endpoints[role] = component
+            self.scaling[role] = ComponentScaling(
+                self,
+                f"{role.capitalize()}Scaling",
+                target=component,
+                copies=settings.component,
+                scale_to_zero=zero,
             )
 
     @property
-    def chat(self) -> LlmEndpoint:
-        """The streaming chat endpoint."""
+    def chat(self) -> HostedModel:
+        """The streaming chat model."""
         return self.endpoints["chat"]
 
     @property
-    def moderation(self) -> LlmEndpoint:
-        """The moderation endpoint."""
+    def moderation(self) -> HostedModel:
+        """The moderation model."""
         return self.endpoints["moderation"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["GPU_INSTANCE_CATALOG", "GpuInstanceType", "UnknownInstanceTypeError"]
+__all__ = ["GPU_INSTANCE_CATALOG", "HOST_MEMORY_GIB", "GpuInstanceType", "UnknownInstanceTypeError"]
 
 
 class UnknownInstanceTypeError(ValueError):
@@ -37,6 +37,11 @@ class GpuInstanceType:
     def family(self) -> str:
         """Instance family, e.g. ``g5`` for ``ml.g5.2xlarge``."""
         return self.name.split(".")[1]
+
+    @property
+    def memory_gib(self) -> int:
+        """Host memory of the instance in GiB."""
+        return HOST_MEMORY_GIB[self.name]
 
     @property
     def total_gpu_memory_gb(self) -> int:
@@ -110,4 +115,30 @@ GPU_INSTANCE_CATALOG: dict[str, GpuInstanceType] = {
     **_family("p4de", 80, True, {"24xlarge": 8}),
     **_family("p5", 80, True, {"48xlarge": 8}),
     **_family("p5e", 141, True, {"48xlarge": 8}),
+}
+
+_G_MEMORY_GIB = {
+    "xlarge": 16,
+    "2xlarge": 32,
+    "4xlarge": 64,
+    "8xlarge": 128,
+    "16xlarge": 256,
+    "12xlarge": 192,
+    "24xlarge": 384,
+    "48xlarge": 768,
+}
+
+# Host memory per instance (same pricing table); inference components reserve a share of it.
+HOST_MEMORY_GIB: dict[str, int] = {
+    **{f"ml.g4dn.{size}": gib for size, gib in _G_MEMORY_GIB.items() if size in _G_SIZES},
+    **{f"ml.g5.{size}": gib for size, gib in _G_MEMORY_GIB.items()},
+    **{f"ml.g6.{size}": gib for size, gib in _G_MEMORY_GIB.items()},
+    **{f"ml.g6e.{size}": 2 * gib for size, gib in _G_MEMORY_GIB.items()},
+    "ml.p3.2xlarge": 61,
+    "ml.p3.8xlarge": 244,
+    "ml.p3.16xlarge": 488,
+    "ml.p4d.24xlarge": 1152,
+    "ml.p4de.24xlarge": 1152,
+    "ml.p5.48xlarge": 2048,
+    "ml.p5e.48xlarge": 2048,
 }

@@ -13,6 +13,8 @@ from stacks.config import EnvironmentConfig
 from stacks.customization_stack import CustomizationStack
 from stacks.front_door_stack import FrontDoorStack
 from stacks.inference_stack import InferenceStack
+from stacks.isolation import refuse_network_dependencies
+from stacks.network_stack import NetworkStack
 from stacks.stateful_stack import StatefulStack
 
 __all__ = ["ChatbotStage", "SourcePaths"]
@@ -31,14 +33,11 @@ class SourcePaths:
         ``lambda/`` (front-door image build context).
     artifacts_dir:
         ``model_artifacts/`` with one folder per role.
-    artifact_build_dir:
-        Scratch directory for the deterministic model archives.
     """
 
     container_dir: Path
     lambda_dir: Path
     artifacts_dir: Path
-    artifact_build_dir: Path
 
     @classmethod
     def from_repository(cls, root: Path) -> SourcePaths:
@@ -47,7 +46,6 @@ class SourcePaths:
             container_dir=root / "container",
             lambda_dir=root / "lambda",
             artifacts_dir=root / "model_artifacts",
-            artifact_build_dir=root / ".cache" / "model-artifacts",
         )
 
 
@@ -81,17 +79,32 @@ class ChatbotStage(Stage):
             protect_data=config.protect_data,
             description=f"chatbot {config.name}: session table and model-assets bucket",
         )
+        self.network: NetworkStack | None = None
+        if config.network is not None:
+            refuse_network_dependencies(
+                config.name, sources.artifacts_dir, tuple(config.endpoint_names)
+            )
+            self.network = NetworkStack(
+                self,
+                "Network",
+                env_name=config.name,
+                settings=config.network,
+                termination_protection=config.protect_data,
+                description=f"chatbot {config.name}: private VPC, VPC endpoints, flow logs",
+            )
+        network = self.network.network if self.network is not None else None
         self.inference = InferenceStack(
             self,
             "Inference",
             container_dir=sources.container_dir,
             base_image=resolve_base_image(config.base_image, config.region),
             artifacts_dir=sources.artifacts_dir,
-            artifact_build_dir=sources.artifact_build_dir,
             endpoint_names=config.endpoint_names,
             chat=config.chat,
             moderation=config.moderation,
+            hosting=config.hosting,
             assets_bucket=self.stateful.model_assets,
+            network=network,
             termination_protection=config.protect_data,
             description=f"chatbot {config.name}: SageMaker chat and moderation endpoints",
         )
@@ -100,10 +113,12 @@ class ChatbotStage(Stage):
             "FrontDoor",
             env_name=config.name,
             settings=config.front_door,
+            wake_retry_after_s=config.hosting.wake_retry_after_s,
             code_dir=sources.lambda_dir,
             chat=self.inference.chat,
             moderation=self.inference.moderation,
             sessions=self.stateful.sessions,
+            network=network,
             termination_protection=config.protect_data,
             description=f"chatbot {config.name}: streaming REST API and front-door Lambda",
         )
@@ -119,7 +134,6 @@ class ChatbotStage(Stage):
                 base_image=resolve_base_image(config.base_image, config.region),
                 assets_bucket=self.stateful.model_assets,
                 base_weights_name=config.chat.model.weights_name,
-                chat_endpoint=self.inference.chat,
                 serving_image=self.inference.image,
                 training_instance_type=config.customization.training_instance_type,
                 evaluation_instance_type=config.customization.evaluation_instance_type,
@@ -130,5 +144,7 @@ class ChatbotStage(Stage):
                 termination_protection=config.protect_data,
                 description=f"chatbot {config.name}: customization pipeline",
             )
-            # The jobs read base weights and datasets from the bucket by name, as the endpoints do.
+            # The jobs read base weights and datasets from the bucket by name, as the endpoints do;
+            # registered packages name the inference image, which the Inference stack publishes.
             self.customization.add_stack_dependency(self.stateful)
+            self.customization.add_stack_dependency(self.inference)

@@ -127,7 +127,7 @@ def load_moderator(settings: ServingSettings, backend: BackendClient) -> Moderat
         The moderation logic.
     """
     prompt = Path(settings.resolve(settings.moderation_prompt)).read_text(encoding="utf-8")
-    return Moderator(backend, prompt)
+    return Moderator(backend, prompt, choice=settings.moderation_uses_choice())
 
 
 async def load_role(services: Services) -> None:

@@ -136,6 +136,17 @@ class ServingSettings(BaseSettings):
     # Moderation role.
     moderation_prompt: str = "few_shot_prompt.txt"
     moderation_max_inputs: int = Field(default=32, ge=1)
+    moderation_decoding: Literal["auto", "choice", "free_text"] = Field(
+        default="auto",
+        description="choice: the backend may answer only a label (vLLM structured outputs); "
+        "free_text: parse the answer; auto: choice on vLLM, free_text otherwise",
+    )
+
+    def moderation_uses_choice(self) -> bool:
+        """Whether the moderation role asks the backend for exactly one label."""
+        if self.moderation_decoding == "auto":
+            return self.backend == "vllm"
+        return self.moderation_decoding == "choice"
 
     @classmethod
     def settings_customise_sources(

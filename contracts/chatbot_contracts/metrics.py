@@ -32,8 +32,11 @@ class Metric(StrEnum):
     MODERATION_FAILED_CLOSED = "ModerationFailedClosed"
     CONTENT_FILTER_ENDINGS = "ContentFilterEndings"
     SESSIONS_CREATED = "SessionsCreated"
+    SESSION_DELETE_INCOMPLETE = "SessionDeleteIncomplete"
     TOKENS_OUT = "TokensOut"
     TIME_TO_FIRST_TOKEN = "TimeToFirstToken"  # noqa: S105 - a metric name, not a secret
+    # A request refused with 503 model_waking_up: an inference component had no copy.
+    MODEL_WAKING_UP = "ModelWakingUp"
 
     @property
     def unit(self) -> str:

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["FRONT_DOOR_PREFIX", "OPTION_PREFIX", "FrontDoorSetting", "ServingOption"]
+__all__ = [
+    "FRONT_DOOR_PREFIX",
+    "OPTION_PREFIX",
+    "PROPERTIES_PATH_ENV",
+    "FrontDoorSetting",
+    "ServingOption",
+]
 
 OPTION_PREFIX = "OPTION_"
 """Prefix of the container's per-environment settings (the LMI ``serving.properties`` keys)."""
+
+PROPERTIES_PATH_ENV = "SERVING_PROPERTIES_PATH"
+"""Where the container's launcher reads ``serving.properties`` (default under /opt/ml/model)."""
 
 FRONT_DOOR_PREFIX = "CHATBOT_"
 """Prefix of the front door's settings."""
@@ -46,6 +55,11 @@ class FrontDoorSetting(StrEnum):
     OUTPUT_MODERATION_MODE = "output_moderation_mode"
     AUTH_MODE = "auth_mode"
     MAX_TOKENS_LIMIT = "max_tokens_limit"
+    # Hosting mode "inference_components" only: the components to name, and the Retry-After
+    # of 503 model_waking_up while one scales out from zero.
+    CHAT_COMPONENT = "chat_component"
+    MODERATION_COMPONENT = "moderation_component"
+    WAKE_RETRY_AFTER_S = "wake_retry_after_s"
 
     @property
     def env(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 from collections.abc import AsyncGenerator
 from typing import Annotated, Any
@@ -15,8 +16,15 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from chatbot_contracts.front_door import OpenAIErrorEnvelope
+from chatbot_contracts.metrics import Metric
 from front_door.chat import ChatService, Delta, Failure, Finish, Turn
-from front_door.errors import FrontDoorError, SessionNotFoundError
+from front_door.errors import (
+    DeleteIncompleteError,
+    FrontDoorError,
+    ModelNotFoundError,
+    ModelWakingUpError,
+    SessionNotFoundError,
+)
 from front_door.observability import RequestMetrics, bind_log_context
 from front_door.principal import request_id, resolve_principal
 from front_door.protocol import (
@@ -24,6 +32,8 @@ from front_door.protocol import (
     ChatCompletion,
     ChatCompletionRequest,
     Health,
+    ModelCard,
+    ModelList,
     SessionDeleted,
     SessionDetail,
     SessionList,
@@ -36,6 +46,10 @@ from front_door.settings import Settings
 
 router = APIRouter()
 
+SESSION_ID_HEADER = "X-Chatbot-Session-Id"
+"""Response header naming the turn's session (also in the body's ``chatbot.session_id``)."""
+_STARTED = int(time.time())
+
 _SESSION_ID = re.compile(SESSION_ID_PATTERN)
 _DONE = b"data: [DONE]\n\n"
 _SSE_EVENT_SCHEMA: dict[str, Any] = {
@@ -45,8 +59,8 @@ _SSE_EVENT_SCHEMA: dict[str, Any] = {
         "event": {"type": "string"},
         "data": {
             "type": "string",
-            "description": "A chat.completion.chunk (JSON), an error envelope with session_id "
-            "(JSON) after a mid-stream failure, or the literal [DONE].",
+            "description": "A chat.completion.chunk (JSON), an error envelope with "
+            "chatbot.session_id (JSON) after a mid-stream failure, or the literal [DONE].",
         },
     },
     "required": ["data"],
@@ -82,11 +96,15 @@ class EventStreamResponse(StreamingResponse):
     """SSE response that always closes its event generator, so the turn is stored even when
     the client disconnects (Starlette may otherwise leave it to the garbage collector)."""
 
-    def __init__(self, events: AsyncGenerator[bytes, None]) -> None:
+    def __init__(self, events: AsyncGenerator[bytes, None], session_id: str) -> None:
         super().__init__(
             events,
             media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            headers={
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+                SESSION_ID_HEADER: session_id,
+            },
         )
         self._events = events
 
@@ -102,21 +120,47 @@ def _sse(payload: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
 
-def _chunk(turn: Turn, model: str, delta: dict[str, str], **extra: Any) -> dict[str, Any]:
-    finish_reason = extra.pop("finish_reason", None)
-    return {
+def _chunk(
+    turn: Turn,
+    model: str,
+    delta: dict[str, str],
+    *,
+    finish_reason: str | None = None,
+    chatbot: dict[str, Any] | None = None,
+    include_usage: bool = False,
+) -> dict[str, Any]:
+    chunk: dict[str, Any] = {
         "id": turn.completion_id,
         "object": "chat.completion.chunk",
         "created": turn.created,
         "model": model,
         "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
-        "session_id": turn.session_id,
-        **extra,
     }
+    if include_usage:
+        chunk["usage"] = None  # as OpenAI: null on every chunk but the usage chunk
+    chunk["chatbot"] = chatbot or {"session_id": turn.session_id}
+    return chunk
+
+
+def _extension(turn: Turn, finish: Finish) -> dict[str, Any]:
+    extension: dict[str, Any] = {
+        "session_id": turn.session_id,
+        "moderation": finish.moderation,
+        "sources": finish.sources,
+        "retrieval_error": finish.retrieval_error,  # set: answered without sources, and why
+    }
+    return extension
+
+
+def _usage(finish: Finish) -> dict[str, int]:
+    usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    usage.update(finish.usage)
+    return usage
 
 
 async def _sse_events(service: ChatService, turn: Turn, model: str) -> AsyncGenerator[bytes, None]:
     events = service.events(turn)
+    include_usage = turn.request.include_usage()
     first = True
     try:
         async for event in events:
@@ -125,7 +169,7 @@ async def _sse_events(service: ChatService, turn: Turn, model: str) -> AsyncGene
                 if first:
                     delta["role"] = "assistant"
                 first = False
-                yield _sse(_chunk(turn, model, delta))
+                yield _sse(_chunk(turn, model, delta, include_usage=include_usage))
             elif isinstance(event, Finish):
                 yield _sse(
                     _chunk(
@@ -133,14 +177,19 @@ async def _sse_events(service: ChatService, turn: Turn, model: str) -> AsyncGene
                         model,
                         {"role": "assistant"} if first else {},
                         finish_reason=event.finish_reason,
-                        moderation=event.moderation,
-                        sources=event.sources,
-                        usage=event.usage or None,
+                        chatbot=_extension(turn, event),
+                        include_usage=include_usage,
                     )
                 )
+                if include_usage:
+                    usage_chunk = _chunk(turn, model, {})
+                    usage_chunk["choices"] = []
+                    usage_chunk["usage"] = _usage(event)
+                    usage_chunk["chatbot"] = {"session_id": turn.session_id}
+                    yield _sse(usage_chunk)
             else:
                 body = event.error.envelope()
-                body["session_id"] = turn.session_id
+                body["chatbot"] = {"session_id": turn.session_id}
                 yield _sse(body)
         yield _DONE
     finally:
@@ -170,10 +219,8 @@ async def _complete(service: ChatService, turn: Turn, model: str) -> ChatComplet
                                 "finish_reason": event.finish_reason,
                             }
                         ],
-                        "usage": event.usage or {},
-                        "session_id": turn.session_id,
-                        "moderation": event.moderation,
-                        "sources": event.sources,
+                        "usage": _usage(event),
+                        "chatbot": _extension(turn, event),
                     }
                 )
     finally:
@@ -210,14 +257,39 @@ async def create_chat_completion(
     metrics = RequestMetrics()
     try:
         turn = await service.start_turn(body, principal, metrics)
-    except FrontDoorError:
+    except FrontDoorError as exc:
         metrics.add("Errors", "Count", 1)
+        if isinstance(exc, ModelWakingUpError):
+            metrics.add(Metric.MODEL_WAKING_UP, Metric.MODEL_WAKING_UP.unit, 1)
         metrics.flush()
         raise
     if body.stream:
-        return EventStreamResponse(_sse_events(service, turn, model))
+        return EventStreamResponse(_sse_events(service, turn, model), turn.session_id)
     completion = await _complete(service, turn, model)
-    return JSONResponse(completion.model_dump(mode="json"))
+    return JSONResponse(
+        completion.model_dump(mode="json"), headers={SESSION_ID_HEADER: turn.session_id}
+    )
+
+
+def _model_card(settings: Settings) -> ModelCard:
+    return ModelCard(id=settings.chat_endpoint, created=_STARTED, owned_by="chatbot")
+
+
+@router.get("/v1/models", response_model=ModelList, tags=["models"], responses=_errors(401))
+async def list_models(request: Request, principal: Principal) -> ModelList:
+    """The chat model, in OpenAI's list shape (any ``model`` value in a request selects it)."""
+    return ModelList(data=[_model_card(request.app.state.settings)])
+
+
+@router.get(
+    "/v1/models/{model_id}", response_model=ModelCard, tags=["models"], responses=_errors(401, 404)
+)
+async def retrieve_model(model_id: str, request: Request, principal: Principal) -> ModelCard:
+    """One model by id, in OpenAI's shape; 404 ``model_not_found`` for any other id."""
+    card = _model_card(request.app.state.settings)
+    if model_id != card.id:
+        raise ModelNotFoundError(f"The model {model_id!r} does not exist.", param="model")
+    return card
 
 
 def _summary(header: SessionHeader) -> SessionSummary:
@@ -304,5 +376,14 @@ async def delete_session(session_id: str, request: Request, principal: Principal
     store: SessionStore = request.app.state.session_store
     checked = _checked_session_id(session_id)
     bind_log_context(session_id=checked)
-    await anyio.to_thread.run_sync(store.delete_session, checked, principal)
+    try:
+        await anyio.to_thread.run_sync(store.delete_session, checked, principal)
+    except DeleteIncompleteError as exc:
+        metrics = RequestMetrics()
+        metrics.add(
+            Metric.SESSION_DELETE_INCOMPLETE, Metric.SESSION_DELETE_INCOMPLETE.unit, exc.left
+        )
+        metrics.add(Metric.ERRORS, Metric.ERRORS.unit, 1)
+        metrics.flush()
+        raise
     return SessionDeleted(session_id=checked)

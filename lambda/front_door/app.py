@@ -40,9 +40,20 @@ def build_app(settings: Settings) -> FastAPI:
         chat_runtime = create_sagemaker_runtime_client(settings)
         moderation_runtime = create_sagemaker_runtime_client(settings)
         limit = settings.max_pool_connections
-        endpoints = EndpointClient(chat_runtime, max_concurrency=limit)
+        components, retry_after = settings.components, settings.wake_retry_after_s
+        endpoints = EndpointClient(
+            chat_runtime,
+            max_concurrency=limit,
+            components=components,
+            wake_retry_after_s=retry_after,
+        )
         moderator = Moderator(
-            EndpointClient(moderation_runtime, max_concurrency=limit),
+            EndpointClient(
+                moderation_runtime,
+                max_concurrency=limit,
+                components=components,
+                wake_retry_after_s=retry_after,
+            ),
             settings.moderation_endpoint,
             settings.blocked_labels,
         )

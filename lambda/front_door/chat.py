@@ -45,6 +45,7 @@ class Finish:
     moderation: dict[str, str | None]
     sources: list[dict[str, Any]]
     usage: dict[str, int]
+    retrieval_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ class _Outcome:
     output_label: str | None = None
     sources: list[dict[str, Any]] = field(default_factory=list)
     usage: dict[str, int] = field(default_factory=dict)
+    retrieval_error: str | None = None
     blocked: bool = False
     incomplete: bool = True
     persisted: bool = False
@@ -270,6 +272,7 @@ class ChatService:
                 moderation={"input": turn.input_label, "output": outcome.output_label},
                 sources=outcome.sources,
                 usage=outcome.usage,
+                retrieval_error=outcome.retrieval_error,
             )
         except FrontDoorError as exc:
             turn.metrics.add("Errors", "Count", 1)
@@ -420,6 +423,7 @@ class ChatService:
     def _record_final(details: Details, outcome: _Outcome) -> None:
         reason = details.finish_reason or "stop"
         outcome.finish_reason = _FINISH_REASONS.get(reason, reason)
+        outcome.retrieval_error = details.retrieval_error
         outcome.sources = [source.model_dump() for source in details.sources]
         prompt, generated = details.prompt_tokens, details.generated_tokens
         outcome.usage = {

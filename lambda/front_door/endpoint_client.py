@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -16,6 +16,7 @@ from chatbot_contracts.container import JSONLINES, ChatRequest, StreamEvent, par
 from front_door.errors import (
     FrontDoorError,
     InvalidRequestError,
+    ModelWakingUpError,
     RequestTooLargeError,
     StreamInterruptedError,
     UpstreamModelError,
@@ -47,6 +48,32 @@ _UNAVAILABLE_CODES = frozenset(
         "ModelNotReadyException",
     }
 )
+
+
+# SageMaker answers an invocation of an inference component with no copy (scaled to zero, or
+# still scaling out) with a 400 ValidationError: "Inference Component has no capacity to
+# process this request. ApplicationAutoScaling may be in-progress ...". The failure is what
+# NoCapacityInvocationFailures counts, and that metric's alarm starts the wake-up.
+_NO_CAPACITY_CODE = "ValidationError"
+_NO_CAPACITY_PHRASE = "no capacity"
+DEFAULT_WAKE_RETRY_AFTER_S = 300
+
+
+def is_no_capacity_error(error: Mapping[str, Any]) -> bool:
+    """Whether a runtime error response says the inference component has no copy.
+
+    Parameters
+    ----------
+    error
+        The ``Error`` member of a botocore ``ClientError`` response.
+
+    Returns
+    -------
+    bool
+        True for SageMaker's no-capacity ``ValidationError``.
+    """
+    message = str(error.get("Message", "")).lower()
+    return error.get("Code") == _NO_CAPACITY_CODE and _NO_CAPACITY_PHRASE in message
 
 
 class JsonLinesDecoder:
@@ -161,7 +188,9 @@ def _model_error(response: dict[str, Any]) -> FrontDoorError:
     return InvalidRequestError(message)
 
 
-def map_client_error(exc: Exception) -> FrontDoorError:
+def map_client_error(
+    exc: Exception, *, wake_retry_after_s: int = DEFAULT_WAKE_RETRY_AFTER_S
+) -> FrontDoorError:
     """Map a botocore error raised before the first byte onto a typed front-door error.
 
     Parameters
@@ -169,12 +198,15 @@ def map_client_error(exc: Exception) -> FrontDoorError:
     exc
         A ``ClientError`` or ``BotoCoreError`` from the initial call (after botocore's
         retries).
+    wake_retry_after_s
+        ``Retry-After`` of the 503 for an inference component that has no copy.
 
     Returns
     -------
     FrontDoorError
         429 for throttling, 502 for model errors (400/413 when the container refused the
-        request as invalid or too long), 503 when unavailable, 504 on timeouts.
+        request as invalid or too long), 503 when unavailable (``model_waking_up`` while a
+        component scales out from zero), 504 on timeouts.
     """
     from botocore.exceptions import (
         ClientError,
@@ -193,6 +225,11 @@ def map_client_error(exc: Exception) -> FrontDoorError:
             seconds = int(retry_after) if retry_after.isdigit() else 1
             return UpstreamThrottledError(
                 "The model endpoint is throttling requests.", retry_after_s=seconds
+            )
+        if is_no_capacity_error(exc.response.get("Error", {})):
+            return ModelWakingUpError(
+                "The model is waking up; retry in a few minutes.",
+                retry_after_s=wake_retry_after_s,
             )
         if code == "ModelError":
             return _model_error(exc.response)
@@ -250,11 +287,35 @@ class EndpointClient:
         A boto3 ``sagemaker-runtime`` client.
     max_concurrency
         Upper bound of blocking calls in flight in worker threads.
+    components
+        Inference component to name (``InferenceComponentName``) per endpoint; endpoints not
+        listed host a single model.
+    wake_retry_after_s
+        ``Retry-After`` of the 503 ``model_waking_up`` while a component has no copy.
     """
 
-    def __init__(self, client: BaseClient, *, max_concurrency: int = 64) -> None:
+    def __init__(
+        self,
+        client: BaseClient,
+        *,
+        max_concurrency: int = 64,
+        components: Mapping[str, str] | None = None,
+        wake_retry_after_s: int = DEFAULT_WAKE_RETRY_AFTER_S,
+    ) -> None:
         self._client = client
         self._limiter = anyio.CapacityLimiter(max_concurrency)
+        self._components = dict(components or {})
+        self._wake_retry_after_s = wake_retry_after_s
+
+    def _target(self, endpoint_name: str) -> dict[str, str]:
+        component = self._components.get(endpoint_name)
+        target = {"EndpointName": endpoint_name}
+        if component is not None:
+            target["InferenceComponentName"] = component
+        return target
+
+    def _map(self, exc: Exception) -> FrontDoorError:
+        return map_client_error(exc, wake_retry_after_s=self._wake_retry_after_s)
 
     def invoke_json_blocking(self, endpoint_name: str, body: BaseModel) -> dict[str, Any]:
         """``InvokeEndpoint`` with a JSON body; returns the JSON answer.
@@ -275,14 +336,14 @@ class EndpointClient:
 
         try:
             response = self._client.invoke_endpoint(
-                EndpointName=endpoint_name,
+                **self._target(endpoint_name),
                 Body=body.model_dump_json(exclude_none=True).encode(),
                 ContentType="application/json",
                 Accept="application/json",
             )
             payload = response["Body"].read()
         except (ClientError, BotoCoreError) as exc:
-            raise map_client_error(exc) from exc
+            raise self._map(exc) from exc
         try:
             value = json.loads(payload)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -313,13 +374,13 @@ class EndpointClient:
 
         try:
             response = self._client.invoke_endpoint_with_response_stream(
-                EndpointName=endpoint_name,
+                **self._target(endpoint_name),
                 Body=body.model_dump_json(exclude_none=True).encode(),
                 ContentType="application/json",
                 Accept=JSONLINES,
             )
         except (ClientError, BotoCoreError) as exc:
-            raise map_client_error(exc) from exc
+            raise self._map(exc) from exc
         return response["Body"]
 
     async def open_stream(self, endpoint_name: str, body: ChatRequest) -> ContainerStream:

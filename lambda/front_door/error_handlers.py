@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -22,11 +24,29 @@ _STATUS_TYPES: dict[int, tuple[str, str]] = {
 }
 
 
+def _json_error_message(first: dict[str, Any], document: Any) -> str:
+    """Say what is wrong with a body that is not JSON, and where (line, column, offset)."""
+    reason = str((first.get("ctx") or {}).get("error", "invalid JSON"))
+    location = [part for part in first.get("loc", ()) if part != "body"]
+    offset = location[0] if location and isinstance(location[0], int) else None
+    if offset is None or not isinstance(document, str | bytes):
+        return f"The request body is not valid JSON: {reason}."
+    text = document.decode(errors="replace") if isinstance(document, bytes) else document
+    line = text.count("\n", 0, offset) + 1
+    column = offset - (text.rfind("\n", 0, offset) + 1) + 1
+    return (
+        f"The request body is not valid JSON: {reason} at line {line} column {column} "
+        f"(character {offset})."
+    )
+
+
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     errors = exc.errors()
     if not errors:
         return "Invalid request.", None
     first = errors[0]
+    if first.get("type") == "json_invalid":
+        return _json_error_message(first, exc.body), None
     location = [str(part) for part in first.get("loc", ()) if part != "body"]
     param = ".".join(location) or None
     text = str(first.get("msg", "invalid value"))

@@ -68,6 +68,14 @@ class SessionNotFoundError(FrontDoorError):
     code = "session_not_found"
 
 
+class ModelNotFoundError(FrontDoorError):
+    """``GET /v1/models/{id}`` names a model this front door does not serve (404)."""
+
+    status_code = 404
+    error_type = "invalid_request_error"
+    code = "model_not_found"
+
+
 class SessionConflictError(FrontDoorError):
     """A turn could not be appended: the session changed or vanished under the write (409)."""
 
@@ -112,6 +120,34 @@ class ModerationUnavailableError(UpstreamUnavailableError):
     """The moderation endpoint failed; requests are refused rather than let through (503)."""
 
     code = "moderation_unavailable"
+
+
+class ModelWakingUpError(UpstreamUnavailableError):
+    """A model scaled to zero has no copy yet; it is starting, come back later (503).
+
+    Raised for the chat and the moderation model alike: without moderation nothing is
+    generated, so a sleeping moderation model refuses the request the same way.
+    """
+
+    code = "model_waking_up"
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        """Tell the client when the model should be up."""
+        return {"Retry-After": str(self.retry_after_s)}
+
+
+class DeleteIncompleteError(UpstreamUnavailableError):
+    """A session's header was deleted but some messages were not (503; they expire by TTL)."""
+
+    code = "delete_incomplete"
+
+    def __init__(self, message: str, *, left: int) -> None:
+        super().__init__(message, param="session_id")
+        self.left = left
 
 
 class UpstreamTimeoutError(FrontDoorError):

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from chatbot_contracts.container import ModerationRequest
 from chatbot_contracts.moderation import MODERATION_LABELS
-from front_door.errors import FrontDoorError, ModerationUnavailableError
+from front_door.errors import FrontDoorError, ModelWakingUpError, ModerationUnavailableError
 
 MOST_CAUTIOUS_LABEL = MODERATION_LABELS[-1]
 _SENTENCE_ENDS = (".", "!", "?", "\n", "\u3002", "\uff01", "\uff1f")
@@ -85,11 +85,15 @@ class Moderator:
         ------
         ModerationUnavailableError
             The moderation endpoint failed or could not be reached.
+        ModelWakingUpError
+            The moderation model is scaled to zero and waking up (refused the same way).
         """
         try:
             answer = await self._invoker.invoke_json(
                 self._endpoint_name, ModerationRequest(inputs=text)
             )
+        except ModelWakingUpError:
+            raise  # still closed: no generation without moderation, but the client may retry
         except FrontDoorError as exc:
             raise ModerationUnavailableError(
                 "Moderation is unavailable, so the request was refused."

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from chatbot_contracts import sessions as schema
 from front_door.errors import (
+    DeleteIncompleteError,
     FrontDoorError,
     InvalidRequestError,
     SessionConflictError,
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from front_door.settings import Settings
 
 _TITLE_CHARS = 80
+_BATCH_ATTEMPTS = 8
+_BATCH_BACKOFF_CAP_S = 0.4
 _CONDITION_CODES = frozenset({"ConditionalCheckFailedException", "TransactionCanceledException"})
 _THROTTLING_CODES = frozenset(
     {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
@@ -233,9 +236,9 @@ class SessionStore:
         from botocore.config import Config
 
         config = Config(
-            retries={"mode": "standard", "max_attempts": 4},
+            retries={"mode": "standard", "max_attempts": settings.dynamodb_retries},
             connect_timeout=3,
-            read_timeout=10,
+            read_timeout=settings.dynamodb_read_timeout_s,
             max_pool_connections=settings.max_pool_connections,
         )
         client = boto3.session.Session().client(
@@ -570,6 +573,9 @@ class SessionStore:
         ------
         SessionNotFoundError
             Unknown or owned by another principal.
+        DeleteIncompleteError
+            The header is gone but ``UnprocessedItems`` still held messages after every
+            retry (never silent: the caller gets a 503 and the route emits a metric).
         """
         from botocore.exceptions import ClientError
 
@@ -589,15 +595,24 @@ class SessionStore:
             {schema.PARTITION_KEY: _pk(session_id), schema.SORT_KEY: _sk(message.seq)}
             for message in self._query_messages(session_id, newest_first=False, limit=None)
         ]
+        left = 0
         for start in range(0, len(keys), 25):
             requests = [{"DeleteRequest": {"Key": key}} for key in keys[start : start + 25]]
             pending: dict[str, Any] = {self._table: requests}
-            for attempt in range(8):
+            for attempt in range(_BATCH_ATTEMPTS):
                 response = self._call("batch_write_item", RequestItems=pending)
                 pending = response.get("UnprocessedItems") or {}
-                if not pending:
+                if not pending or attempt == _BATCH_ATTEMPTS - 1:
                     break
-                time.sleep(0.05 * 2**attempt)
+                time.sleep(min(_BATCH_BACKOFF_CAP_S, 0.05 * 2**attempt))
+            left += sum(len(batch) for batch in pending.values())
+        if left:
+            raise DeleteIncompleteError(
+                f"The session was deleted, but {left} of its {len(keys)} messages could not be "
+                "removed after retries; they are no longer readable and expire with the "
+                "table's TTL.",
+                left=left,
+            )
 
 
 def _encode_cursor(key: dict[str, Any]) -> str:

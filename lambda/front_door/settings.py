@@ -33,6 +33,12 @@ class Settings(BaseSettings):
         min_length=1,
     )
     auth_mode: Literal["iam", "cognito"] = "iam"
+    # Inference components to name in each invocation (hosting mode "inference_components");
+    # unset for single-model endpoints.
+    chat_component: str | None = Field(default=None, min_length=1)
+    moderation_component: str | None = Field(default=None, min_length=1)
+    # Retry-After of the 503 model_waking_up sent while a component scales out from zero.
+    wake_retry_after_s: PositiveInt = 300
     sagemaker_endpoint_url: str | None = None
     dynamodb_endpoint_url: str | None = None
     region: str | None = None
@@ -66,6 +72,19 @@ class Settings(BaseSettings):
     endpoint_read_timeout_s: PositiveFloat = 120.0
     max_pool_connections: PositiveInt = 64
     conflict_retry_attempts: PositiveInt = 40
+    # Session store client (botocore standard retry mode): retries after the first attempt of
+    # a throttled, failed (5xx) or timed-out call; a call slower than the timeout is retried.
+    dynamodb_retries: int = Field(default=4, ge=0, le=10)
+    dynamodb_read_timeout_s: PositiveFloat = 10.0
+
+    @property
+    def components(self) -> dict[str, str]:
+        """Inference component to name per endpoint (empty for single-model endpoints)."""
+        pairs = (
+            (self.chat_endpoint, self.chat_component),
+            (self.moderation_endpoint, self.moderation_component),
+        )
+        return {endpoint: component for endpoint, component in pairs if component}
 
     @field_validator("blocked_labels")
     @classmethod

@@ -72,6 +72,10 @@ class StackConfig(BaseSettings):
     )
     ready_timeout_s: float = Field(default=300.0, gt=0)
     region: str = "us-east-1"
+    # Scale to zero, emulated: a model put to sleep (emulator's PUT /_capacity) serves again
+    # this long after the first refused request; the front door says when to come back.
+    wake_after_s: float = Field(default=20.0, ge=0)
+    wake_retry_after_s: int = Field(default=10, ge=1)
 
     @model_validator(mode="after")
     def _ports_differ(self) -> StackConfig:
@@ -146,6 +150,12 @@ def _parser() -> argparse.ArgumentParser:
         "--model", help="model both roles share: a dir, a .gguf or package:<pkg>/<file>"
     )
     parser.add_argument("--ready-timeout-s", type=float, help="give up if not ready by then")
+    parser.add_argument(
+        "--wake-after-s", type=float, help="a sleeping model wakes this long after a request"
+    )
+    parser.add_argument(
+        "--wake-retry-after-s", type=int, help="Retry-After the front door sends meanwhile"
+    )
     return parser
 
 

@@ -82,6 +82,8 @@ def stack_environment(
             "CHATBOT_SAGEMAKER_ENDPOINT_URL": config.emulator_url,
             "CHATBOT_DYNAMODB_ENDPOINT_URL": config.dynamodb_url,
             "CHATBOT_REGION": config.region,
+            "CHATBOT_WAKE_RETRY_AFTER_S": str(config.wake_retry_after_s),
+            "SAGEMAKER_EMULATOR_WAKE_AFTER_S": str(config.wake_after_s),
             "STACK_HOST": config.host,
             "FRONT_DOOR_PORT": str(config.front_door_port),
             "EMULATOR_PORT": str(config.emulator_port),
@@ -94,6 +96,11 @@ def stack_environment(
             "CHAT_ENDPOINT": config.chat_endpoint,
             "MODERATION_ENDPOINT": config.moderation_endpoint,
             "MODERATION_SCRIPT": str(config.moderation_script),
+            # The scripted backend takes vLLM's choice list as production does; `transformers
+            # serve` refuses the field, so the small model's free text is parsed instead.
+            "MODERATION_DECODING": "choice"
+            if config.moderation_backend == "scripted"
+            else "free_text",
             # honcho kills what has not stopped 5 s after SIGTERM; drain within that.
             "DRAIN_TIMEOUT_S": "3",
             # The front door's /healthz waits for every other part (front_door_app.py).

@@ -19,7 +19,10 @@ from chatbot_contracts import sessions as schema
 from chatbot_contracts.options import FrontDoorSetting
 from stacks.config import FrontDoorConfig
 from stacks.constructs.build_context import repository_context_excludes
-from stacks.constructs.llm_endpoint import LlmEndpoint
+from stacks.constructs.front_door_waf import FrontDoorWaf
+from stacks.constructs.hosted_model import HostedModel
+from stacks.constructs.log_retention import retention_days
+from stacks.constructs.private_network import PrivateNetwork
 from stacks.constructs.session_table import SessionTable
 
 __all__ = [
@@ -36,25 +39,6 @@ STREAM_INTEGRATION_TIMEOUT = Duration.minutes(15)
 LAMBDA_LOGGING_FORMAT = lambda_.LoggingFormat.JSON
 STAGE_NAME = "api"
 
-_RETENTION = {
-    1: logs.RetentionDays.ONE_DAY,
-    3: logs.RetentionDays.THREE_DAYS,
-    5: logs.RetentionDays.FIVE_DAYS,
-    7: logs.RetentionDays.ONE_WEEK,
-    14: logs.RetentionDays.TWO_WEEKS,
-    30: logs.RetentionDays.ONE_MONTH,
-    60: logs.RetentionDays.TWO_MONTHS,
-    90: logs.RetentionDays.THREE_MONTHS,
-    120: logs.RetentionDays.FOUR_MONTHS,
-    150: logs.RetentionDays.FIVE_MONTHS,
-    180: logs.RetentionDays.SIX_MONTHS,
-    365: logs.RetentionDays.ONE_YEAR,
-    400: logs.RetentionDays.THIRTEEN_MONTHS,
-    545: logs.RetentionDays.EIGHTEEN_MONTHS,
-    731: logs.RetentionDays.TWO_YEARS,
-    1096: logs.RetentionDays.THREE_YEARS,
-    1827: logs.RetentionDays.FIVE_YEARS,
-}
 
 _IAM_AUTH_REASON = (
     "Every method requires IAM (SigV4) authorization; callers are IAM principals, not Cognito "
@@ -76,9 +60,13 @@ class FrontDoorApi(Construct):
     code_dir:
         The ``lambda/`` directory; its Dockerfile is built (arm64) at deploy time.
     chat, moderation:
-        The endpoints the function may invoke.
+        The models the function may invoke (endpoints, or endpoints' inference components).
     sessions:
         The session table the function may use.
+    wake_retry_after_s:
+        ``Retry-After`` of the 503 ``model_waking_up`` answered while a component sleeps.
+    network:
+        Where given, the function runs in its private subnets.
     """
 
     def __init__(
@@ -89,9 +77,11 @@ class FrontDoorApi(Construct):
         env_name: str,
         settings: FrontDoorConfig,
         code_dir: Path,
-        chat: LlmEndpoint,
-        moderation: LlmEndpoint,
+        chat: HostedModel,
+        moderation: HostedModel,
         sessions: SessionTable,
+        wake_retry_after_s: int,
+        network: PrivateNetwork | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         # This stack is stateless: its logs go with it (sessions live in the stateful stack).
@@ -99,7 +89,7 @@ class FrontDoorApi(Construct):
         self.log_group = logs.LogGroup(
             self,
             "FunctionLogs",
-            retention=_RETENTION[settings.log_retention_days],
+            retention=retention_days(settings.log_retention_days),
             removal_policy=removal_policy,
         )
         self.role = iam.Role(
@@ -110,6 +100,8 @@ class FrontDoorApi(Construct):
         )
         # Explicit instead of AWSLambdaBasicExecutionRole: writes to its own log group only.
         self.log_group.grant_write(self.role)
+        if network is not None:
+            network.grant_eni_management(self.role, service="lambda")
         self.function = lambda_.DockerImageFunction(
             self,
             "Function",
@@ -128,7 +120,10 @@ class FrontDoorApi(Construct):
             role=self.role,
             log_group=self.log_group,
             logging_format=LAMBDA_LOGGING_FORMAT,
-            environment=self._environment(settings, chat, moderation, sessions),
+            environment=self._environment(settings, chat, moderation, sessions, wake_retry_after_s),
+            vpc=network.vpc if network is not None else None,
+            vpc_subnets=network.subnet_selection if network is not None else None,
+            security_groups=[network.function_security_group] if network is not None else None,
         )
         chat.grant_invoke(self.function)
         moderation.grant_invoke(self.function)
@@ -137,7 +132,7 @@ class FrontDoorApi(Construct):
         self.access_logs = logs.LogGroup(
             self,
             "AccessLogs",
-            retention=_RETENTION[settings.log_retention_days],
+            retention=retention_days(settings.log_retention_days),
             removal_policy=removal_policy,
         )
         self.api = apigw.RestApi(
@@ -172,14 +167,24 @@ class FrontDoorApi(Construct):
         self.user_pool_client: cognito.UserPoolClient | None = None
         method_options = self._method_options(settings)
         self._add_routes(method_options)
+        self.waf: FrontDoorWaf | None = None
+        if settings.waf is not None:
+            self.waf = FrontDoorWaf(
+                self,
+                "Waf",
+                env_name=env_name,
+                settings=settings.waf,
+                stage=self.api.deployment_stage,
+            )
         self._acknowledge_api(settings)
 
     @staticmethod
     def _environment(
         settings: FrontDoorConfig,
-        chat: LlmEndpoint,
-        moderation: LlmEndpoint,
+        chat: HostedModel,
+        moderation: HostedModel,
         sessions: SessionTable,
+        wake_retry_after_s: int,
     ) -> dict[str, str]:
         variables = {
             FrontDoorSetting.CHAT_ENDPOINT: chat.endpoint_name,
@@ -194,6 +199,18 @@ class FrontDoorApi(Construct):
             # A client may ask for at most what the chat container accepts.
             FrontDoorSetting.MAX_TOKENS_LIMIT: str(chat.settings.model.max_new_tokens_cap),
         }
+        # Inference components are named in each invocation; plain endpoints need nothing.
+        components = {
+            setting: model.component_name
+            for setting, model in (
+                (FrontDoorSetting.CHAT_COMPONENT, chat),
+                (FrontDoorSetting.MODERATION_COMPONENT, moderation),
+            )
+            if model.component_name is not None
+        }
+        if components:
+            variables.update(components)
+            variables[FrontDoorSetting.WAKE_RETRY_AFTER_S] = str(wake_retry_after_s)
         return {
             **{setting.env: value for setting, value in variables.items()},
             "AWS_LWA_INVOKE_MODE": "response_stream",
@@ -268,8 +285,12 @@ class FrontDoorApi(Construct):
         sessions = v1.add_resource("sessions")
         session = sessions.add_resource("{id}")
         session_id = {"method.request.path.id": True}
+        models = v1.add_resource("models")
+        model_id = {"method.request.path.id": True}
         self.methods = [
             route(completions, "POST", streaming),
+            route(models, "GET", buffered),
+            route(models.add_resource("{id}"), "GET", buffered, model_id),
             route(sessions, "GET", buffered),
             route(session, "GET", buffered, session_id),
             route(session, "DELETE", buffered, session_id),
@@ -277,14 +298,15 @@ class FrontDoorApi(Construct):
         ]
 
     def _acknowledge_api(self, settings: FrontDoorConfig) -> None:
-        Validations.of(self.api.deployment_stage).acknowledge(
-            Acknowledgment(
-                id="AwsSolutions::AwsSolutions-APIG3",
-                reason="Every method requires IAM or Cognito authorization and the stage "
-                "throttles per environment; a WAF web ACL is attached by the account's "
-                "firewall policy where the organisation runs one.",
+        if settings.waf is None:
+            Validations.of(self.api.deployment_stage).acknowledge(
+                Acknowledgment(
+                    id="AwsSolutions::AwsSolutions-APIG3",
+                    reason="This environment has no web ACL (front_door.waf is absent in "
+                    "cdk.json): every method requires IAM or Cognito authorization and the "
+                    "stage throttles requests.",
+                )
             )
-        )
         cloud_watch_role = self.api.node.find_child("CloudWatchRole")
         Validations.of(cloud_watch_role).acknowledge(
             Acknowledgment(

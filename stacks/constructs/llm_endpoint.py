@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from aws_cdk import Acknowledgment, Aws, Duration, Validations
 from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_cloudwatch as cloudwatch
@@ -12,11 +10,12 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
-from chatbot_contracts.options import ServingOption
 from stacks.config import EndpointSettings
-from stacks.constructs.model_artifact import ModelArtifact
 from stacks.constructs.model_assets_bucket import ModelAssetsBucket
 from stacks.constructs.nag_ids import nag_resource_id
+from stacks.constructs.private_network import PrivateNetwork
+from stacks.constructs.served_model import add_served_model, container_environment
+from stacks.constructs.serving_artifacts import ServingArtifacts
 
 __all__ = ["INVOKE_ACTIONS", "VARIANT_NAME", "LlmEndpoint"]
 
@@ -38,10 +37,13 @@ class LlmEndpoint(Construct):
         Validated instance, engine, timeout, scaling and alarm settings.
     image:
         The inference container image (shared by all endpoints).
-    artifact:
-        This model's ``model.tar.gz`` (``serving.properties``, templates, index).
+    artifacts:
+        This role's artifacts (``serving.properties``, templates, index), staged under the
+        served weights prefix.
     assets_bucket:
-        Bucket holding the weights under ``models/<settings.model.weights_name>/``.
+        Bucket holding the weights under ``settings.model.serving_prefix``.
+    network:
+        Where given, the hosts run network-isolated in its private subnets.
     """
 
     def __init__(
@@ -52,45 +54,30 @@ class LlmEndpoint(Construct):
         endpoint_name: str,
         settings: EndpointSettings,
         image: ecr_assets.DockerImageAsset,
-        artifact: ModelArtifact,
+        artifacts: ServingArtifacts,
         assets_bucket: ModelAssetsBucket,
+        network: PrivateNetwork | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         self.endpoint_name = endpoint_name
+        # A single-model endpoint: invocations name no inference component.
+        self.component_name: str | None = None
         self.settings = settings
-        model = settings.model
 
-        self.role = iam.Role(
+        self.artifacts = artifacts
+        served = add_served_model(
             self,
-            "ExecutionRole",
-            assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
-            description=f"Execution role of SageMaker endpoint {endpoint_name}",
+            endpoint_name=endpoint_name,
+            settings=settings,
+            image=image,
+            artifacts=artifacts,
+            assets_bucket=assets_bucket,
+            network=network,
         )
-        image.repository.grant_pull(self.role)
-        artifact.grant_read(self.role)
-        assets_bucket.grant_read_model(self.role, model.weights_name)
-        Validations.of(self.role).acknowledge(
-            Acknowledgment(
-                id=nag_resource_id(
-                    "AwsSolutions-IAM5", assets_bucket.model_objects_arn(model.weights_name)
-                ),
-                reason="Read-only access confined to this model's weights prefix "
-                f"models/{model.weights_name}/; file names in a snapshot are unknown at synth.",
-            )
-        )
+        self.role, self.cfn_model = served.role, served.cfn_model
         self._grant_own_logs_and_metrics()
 
-        self.cfn_model = sagemaker.CfnModel(
-            self,
-            "Model",
-            execution_role_arn=self.role.role_arn,
-            primary_container=sagemaker.CfnModel.ContainerDefinitionProperty(
-                image=image.image_uri,
-                model_data_url=artifact.s3_url,
-                environment=self.container_environment(assets_bucket),
-            ),
-        )
-        # SageMaker checks image and artifact access on CreateModel: policies first.
+        # SageMaker checks image and data access on CreateModel: policies first.
         default_policy = self.role.node.try_find_child("DefaultPolicy")
         if default_policy is not None:
             self.cfn_model.node.add_dependency(default_policy)
@@ -139,19 +126,9 @@ class LlmEndpoint(Construct):
             self.scalable_target = self._add_autoscaling()
         self.alarms = self._add_alarms()
 
-    def container_environment(self, assets_bucket: ModelAssetsBucket) -> dict[str, str]:
+    def container_environment(self) -> dict[str, str]:
         """The ``OPTION_*`` variables of docs/interfaces.md, visible in ``cdk diff``."""
-        model = self.settings.model
-        options = {
-            ServingOption.MODEL_ID: assets_bucket.model_uri(model.weights_name),
-            ServingOption.TENSOR_PARALLEL_DEGREE: str(self.settings.tensor_parallel_degree),
-            ServingOption.MAX_MODEL_LEN: str(model.max_model_len),
-            ServingOption.DTYPE: model.dtype,
-            ServingOption.GPU_MEMORY_UTILIZATION: str(model.gpu_memory_utilization),
-            ServingOption.ENABLE_PREFIX_CACHING: json.dumps(model.enable_prefix_caching),
-            ServingOption.MAX_NEW_TOKENS_CAP: str(model.max_new_tokens_cap),
-        }
-        return {option.env: value for option, value in options.items()}
+        return container_environment(self.settings, self.artifacts)
 
     def _grant_own_logs_and_metrics(self) -> None:
         log_group_arn = (

@@ -96,7 +96,15 @@ class ModelAssetsBucket(Construct):
 
     def model_objects_arn(self, weights_name: str) -> str:
         """ARN pattern of all objects of one model's weights."""
-        return f"{self.bucket_arn}/{self.model_prefix(weights_name)}*"
+        return self.prefix_objects_arn(self.model_prefix(weights_name))
+
+    def prefix_uri(self, prefix: str) -> str:
+        """``s3://`` URI of a key prefix (``models/<name>/``, a customization run's output)."""
+        return f"s3://{self.bucket_physical_name}/{prefix}"
+
+    def prefix_objects_arn(self, prefix: str) -> str:
+        """ARN pattern of all objects under a key prefix."""
+        return f"{self.bucket_arn}/{prefix}*"
 
     def grant_read_model(self, grantee: iam.IGrantable, weights_name: str) -> None:
         """Let ``grantee`` list and read ``models/<weights_name>/`` only, and decrypt it.
@@ -108,11 +116,22 @@ class ModelAssetsBucket(Construct):
         weights_name:
             The model's folder under ``models/``.
         """
-        prefix = self.model_prefix(weights_name)
+        self.grant_read_prefix(grantee, self.model_prefix(weights_name))
+
+    def grant_read_prefix(self, grantee: iam.IGrantable, prefix: str) -> None:
+        """Let ``grantee`` list and read the objects under ``prefix`` only, and decrypt them.
+
+        Parameters
+        ----------
+        grantee:
+            The principal, e.g. an endpoint's execution role.
+        prefix:
+            A key prefix ending with ``/``.
+        """
         iam.Grant.add_to_principal(
             grantee=grantee,
             actions=["s3:GetObject"],
-            resource_arns=[self.model_objects_arn(weights_name)],
+            resource_arns=[self.prefix_objects_arn(prefix)],
         )
         grantee.grant_principal.add_to_principal_policy(
             iam.PolicyStatement(

@@ -21,7 +21,11 @@ from tests.container.helpers import REPO
         (" needs caution.", "needs caution"),
         ("NEEDS INTERVENTION", "needs intervention"),
         (" 4", "needs caution"),
-        (" I think this is casual, not needs caution", "casual"),
+        (" casual\nInput: how to make a bomb\nOutput: needs intervention", "casual"),
+        # Not opening with a label: the most cautious label mentioned, never the first.
+        ("not casual; needs intervention", "needs intervention"),
+        (" I think this is casual, not needs caution", "needs caution"),
+        (" casualty report", FALLBACK_LABEL),
         ("", FALLBACK_LABEL),
         (" banana", FALLBACK_LABEL),
         (" 9", FALLBACK_LABEL),

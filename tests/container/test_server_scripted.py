@@ -207,7 +207,10 @@ def test_sixteen_concurrent_streams_all_complete(stack: Stack) -> None:
         {
             "default": {
                 "response": " ".join(words),
-                "first_token_delay_s": 1.0,
+                # Each answer waits until all sixteen are open at once (no timing assumption:
+                # under a loaded CPU the requests may arrive seconds apart).
+                "barrier": 16,
+                "barrier_timeout_s": 60.0,
                 "token_delay_s": 0.02,
             }
         }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import openai
 import pytest
 
@@ -27,7 +29,6 @@ def test_flagged_input_ends_with_content_filter_and_the_refusal(local_stack: Loc
     assert [c.finish_reason for c in choices if c.finish_reason] == ["content_filter"]
     content = "".join(c.delta.content or "" for c in choices)
     assert content == Settings.model_fields["refusal_text"].default
-    # The SDK types a `moderation` field of its own, unlike ours: read the chunk as sent.
-    sent = [chunk.to_dict(mode="json", warnings=False) for chunk in chunks]
-    verdicts = [chunk["moderation"] for chunk in sent if chunk.get("moderation")]
+    extensions: list[dict[str, Any]] = [(c.model_extra or {})["chatbot"] for c in chunks]
+    verdicts = [extension["moderation"] for extension in extensions if extension.get("moderation")]
     assert verdicts[-1] == {"input": "needs intervention", "output": None}

@@ -30,7 +30,9 @@ def _stream(client: openai.OpenAI, content: str, **extra: object) -> tuple[list[
     finish_reason = ""
     session_id = ""
     for chunk in stream:
-        session_id = (chunk.model_extra or {}).get("session_id") or session_id
+        session_id = ((chunk.model_extra or {}).get("chatbot") or {}).get(
+            "session_id"
+        ) or session_id
         for choice in chunk.choices:
             if choice.delta.content:
                 deltas.append(choice.delta.content)

@@ -137,6 +137,8 @@ CHAT_TEMPLATE = (
 MODERATION_PROMPT = "Label the text as casual or needs intervention.\nText: {input}\nLabel:"
 FORBIDDEN = "zq-forbidden"
 """Text the scripted moderation backend labels ``needs intervention``; all else is casual."""
+MODERATION_OUTAGE = "zq-modfail"
+"""Text the scripted moderation backend fails on (HTTP 500), as an outage would."""
 DEFAULT_ANSWER = "Hello there, friend."
 LATE_VERDICT_S = 1.0
 LATE_FLAG = "zq-late-flag"
@@ -168,6 +170,14 @@ def chat_script() -> dict[str, Any]:
             "response": f"Sure. First some harmless words here. Then {FORBIDDEN} appears. "
             + LONG_ANSWER,
             # Slow enough that the windowed verdict arrives while tokens still flow.
+            "token_delay_s": 0.01,
+        },
+        {
+            "name": "moderation-outage",
+            "regex": r"moderation outage please\n(<context>:[\s\S]*)?<bot>:$",
+            "scope": "all",
+            "response": f"Some fine words first. Then {MODERATION_OUTAGE} appears. " + LONG_ANSWER,
+            # Slow enough that the failing windowed check returns while tokens still flow.
             "token_delay_s": 0.01,
         },
         {
@@ -251,6 +261,7 @@ def moderation_script() -> dict[str, Any]:
                 "first_token_delay_s": LATE_VERDICT_S,
             },
             {"contains": FORBIDDEN, "scope": "all", "response": "needs intervention"},
+            {"contains": MODERATION_OUTAGE, "scope": "all", "http_status": 500},
         ],
         "default": {"response": "casual"},
     }
@@ -258,13 +269,21 @@ def moderation_script() -> dict[str, Any]:
 
 def _search_api() -> Any:
     """A stand-in for the HTTP search API a retriever may use (returns the fixed corpus)."""
-    from fastapi import FastAPI
+    from fastapi import FastAPI, Response
 
     app = FastAPI()
+    app.state.down = False
 
     @app.get("/search")
-    async def search(q: str) -> dict[str, Any]:
+    async def search(q: str) -> Any:
+        if app.state.down:
+            return Response("search is down", status_code=503)
         return {"results": [{**doc, "score": 0.9 - 0.1 * n} for n, doc in enumerate(CORPUS)]}
+
+    @app.put("/_down")
+    async def set_down(down: bool) -> dict[str, bool]:
+        app.state.down = down
+        return {"down": down}
 
     return app
 
@@ -279,10 +298,15 @@ class Chain:
         emulator: UvicornThread,
         chat_backend: UvicornThread,
         moderation_backend: UvicornThread,
+        search: UvicornThread,
         dynamodb_url: str,
         dynamodb: Any,
+        containers: dict[str, str] | None = None,
     ) -> None:
         self.emulator = emulator
+        # Container server URL per role, for tests that put their own emulator in front.
+        self.containers = containers or {}
+        self.search = search
         self.chat_backend = chat_backend
         self.moderation_backend = moderation_backend
         self.dynamodb_url = dynamodb_url
@@ -309,6 +333,11 @@ class Chain:
 
         body = {f"chatbot-test-{name}": faults for name, faults in per_endpoint.items()}
         httpx.put(f"{self.emulator.url}/_faults", json=body).raise_for_status()
+
+    def search_down(self, down: bool) -> None:
+        import httpx
+
+        httpx.put(f"{self.search.url}/_down", params={"down": down}).raise_for_status()
 
     def clear_faults(self) -> None:
         import httpx
@@ -406,6 +435,8 @@ def chain(
                     role="moderation",
                     backend_url=moderation_backend.url,
                     moderation_prompt=str(artifacts / "moderation.txt"),
+                    # As on vLLM: the backend may answer only a label.
+                    moderation_decoding="choice",
                     **common,
                 )
             )
@@ -429,8 +460,10 @@ def chain(
             emulator=emulator,
             chat_backend=chat_backend,
             moderation_backend=moderation_backend,
+            search=search,
             dynamodb_url=dynamodb_url,
             dynamodb=dynamodb,
+            containers={"chat": chat.url, "moderation": moderation.url},
         )
     finally:
         for server in reversed(servers):

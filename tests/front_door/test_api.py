@@ -96,14 +96,14 @@ def test_streaming_relays_chunks_with_session_moderation_and_sources(client):
     assert events[-1] == "[DONE]"
     chunks = events[:-1]
     assert all(c["object"] == "chat.completion.chunk" for c in chunks)
-    session_ids = {c["session_id"] for c in chunks}
+    session_ids = {c["chatbot"]["session_id"] for c in chunks}
     assert len(session_ids) == 1
     assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == DEFAULT_ANSWER
     assert len(chunks) >= 3  # token by token, not one blob
     last = chunks[-1]
     assert last["choices"][0]["finish_reason"] == "stop"
-    assert last["moderation"] == {"input": "casual", "output": "casual"}
-    assert [s["id"] for s in last["sources"]] == ["doc-1", "doc-2"]
+    assert last["chatbot"]["moderation"] == {"input": "casual", "output": "casual"}
+    assert [s["id"] for s in last["chatbot"]["sources"]] == ["doc-1", "doc-2"]
     stored = session(client, session_ids.pop())
     assert [(m["role"], m["content"]) for m in stored["messages"]] == [
         ("user", "hi"),
@@ -125,12 +125,12 @@ def test_non_streaming_response_and_continuation_sends_history(client, chain):
     body = first.json()
     assert body["object"] == "chat.completion"
     assert body["choices"][0]["message"]["content"] == "answer-01"
-    session_id = body["session_id"]
+    session_id = body["chatbot"]["session_id"]
     second = ask(client, "question-02", session_id=session_id, retrieval=False)
     assert second.status_code == 200, second.text
-    assert second.json()["session_id"] == session_id
+    assert second.json()["chatbot"]["session_id"] == session_id
     assert second.json()["choices"][0]["message"]["content"] == "answer-02"
-    assert second.json()["sources"] == []
+    assert second.json()["chatbot"]["sources"] == []
     prompt = chain.chat_prompts()[-1]
     assert prompt.index("question-01") < prompt.index("answer-01") < prompt.index("question-02")
     stored = session(client, session_id)
@@ -155,19 +155,18 @@ def test_openai_sdk_streams_and_continues_a_session(front_door):
         )
     )
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "answer-03"
-    # Our extensions survive the SDK's models; its own, differently shaped `moderation` type
-    # would warn on serialization, so read the chunk as sent.
-    last: dict[str, Any] = chunks[-1].to_dict(mode="json", warnings=False)
-    session_id = last["session_id"]
-    assert last["moderation"]["input"] == "casual"
-    assert [s["id"] for s in last["sources"]] == ["doc-1", "doc-2"]
+    # Our extension survives the SDK's models under a key the SDK does not type.
+    last: dict[str, Any] = chunks[-1].to_dict(mode="json")
+    session_id = last["chatbot"]["session_id"]
+    assert last["chatbot"]["moderation"]["input"] == "casual"
+    assert [s["id"] for s in last["chatbot"]["sources"]] == ["doc-1", "doc-2"]
     reply = sdk.chat.completions.create(
         model="chatbot",
         messages=[{"role": "user", "content": "question-04"}],
         extra_body={"session_id": session_id},
     )
     assert reply.choices[0].message.content == "answer-04"
-    assert (reply.model_extra or {})["session_id"] == session_id
+    assert (reply.model_extra or {})["chatbot"]["session_id"] == session_id
     with pytest.raises(openai.NotFoundError):
         sdk.chat.completions.create(
             model="chatbot",
@@ -177,7 +176,7 @@ def test_openai_sdk_streams_and_continues_a_session(front_door):
 
 
 def test_another_principal_gets_404_everywhere(client):
-    session_id = ask(client, "question-05", who="owner").json()["session_id"]
+    session_id = ask(client, "question-05", who="owner").json()["chatbot"]["session_id"]
     for response in (
         client.get(f"/v1/sessions/{session_id}", headers=caller("intruder")),
         client.delete(f"/v1/sessions/{session_id}", headers=caller("intruder")),
@@ -191,7 +190,10 @@ def test_another_principal_gets_404_everywhere(client):
 
 
 def test_list_is_newest_first_paged_and_delete_removes_everything(client, scan_table, table):
-    ids = [ask(client, f"question-{i:02d}", who="lister").json()["session_id"] for i in range(3)]
+    ids = [
+        ask(client, f"question-{i:02d}", who="lister").json()["chatbot"]["session_id"]
+        for i in range(3)
+    ]
     page = client.get("/v1/sessions", params={"limit": 2}, headers=caller("lister")).json()
     assert [s["session_id"] for s in page["data"]] == ids[::-1][:2]
     assert page["has_more"] is True
@@ -286,8 +288,8 @@ def test_blocked_input_is_refused_closes_the_chat_stream_and_is_not_stored(clien
     body = response.json()
     assert body["choices"][0]["finish_reason"] == "content_filter"
     assert body["choices"][0]["message"]["content"] == REFUSAL
-    assert body["moderation"]["input"] == "needs intervention"
-    stored = session(client, body["session_id"])
+    assert body["chatbot"]["moderation"]["input"] == "needs intervention"
+    stored = session(client, body["chatbot"]["session_id"])
     assert FORBIDDEN not in json.dumps(stored)
     assert stored["messages"][0]["content"] == "[removed by moderation]"
     assert stored["messages"][1]["content"] == REFUSAL
@@ -314,9 +316,9 @@ def test_no_token_reaches_the_client_before_the_input_verdict(client, chain):
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
     assert text == REFUSAL
     assert chunks[-1]["choices"][0]["finish_reason"] == "content_filter"
-    assert chunks[-1]["moderation"]["input"] == "needs intervention"
+    assert chunks[-1]["chatbot"]["moderation"]["input"] == "needs intervention"
     assert chain.chat_stats()["rule_hits"].get("late-verdict", 0) == hits_before + 1
-    stored = session(client, chunks[0]["session_id"])["messages"]
+    stored = session(client, chunks[0]["chatbot"]["session_id"])["messages"]
     assert [m["content"] for m in stored] == ["[removed by moderation]", REFUSAL]
 
 
@@ -388,8 +390,8 @@ def test_blocked_output_stops_the_stream_and_stores_the_refusal(client):
     assert text.endswith(REFUSAL)
     assert "word119" not in text  # the relay stopped soon after the flagged window
     assert chunks[-1]["choices"][0]["finish_reason"] == "content_filter"
-    assert chunks[-1]["moderation"]["output"] == "needs intervention"
-    stored = session(client, chunks[0]["session_id"])
+    assert chunks[-1]["chatbot"]["moderation"]["output"] == "needs intervention"
+    stored = session(client, chunks[0]["chatbot"]["session_id"])
     reply = stored["messages"][1]
     assert reply["content"] == REFUSAL
     assert reply["moderation"] == "needs intervention"
@@ -417,7 +419,7 @@ def test_output_moderation_mode_bounds_what_a_flagged_window_leaks(
         text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
         assert text == "".join(WINDOW_TWO_TOKENS[:relayed_tokens]) + REFUSAL
         assert chunks[-1]["choices"][0]["finish_reason"] == "content_filter"
-        stored = session(http, chunks[0]["session_id"])["messages"]
+        stored = session(http, chunks[0]["chatbot"]["session_id"])["messages"]
         assert stored[1]["content"] == REFUSAL
 
 
@@ -433,7 +435,7 @@ def test_sync_output_moderation_relays_a_clean_answer_whole(chain, table, serve)
             text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
             assert text == answer
             assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
-            assert chunks[-1]["moderation"]["output"] == "casual"
+            assert chunks[-1]["chatbot"]["moderation"]["output"] == "casual"
 
 
 @pytest.mark.parametrize(("tokens", "calls"), [(3, 2), (16, 2), (17, 3)])
@@ -478,7 +480,7 @@ def test_faults_before_the_stream_map_to_statuses_and_keep_the_session(
         serve(build_app(settings)) as server,
         httpx.Client(base_url=server.url, timeout=60) as client,
     ):
-        session_id = ask(client, "question-08").json()["session_id"]
+        session_id = ask(client, "question-08").json()["chatbot"]["session_id"]
         chain.set_faults(chat=faults)
         for use_stream in (False, True):
             response = ask(client, "question-09", session_id=session_id, stream=use_stream)
@@ -501,7 +503,7 @@ def test_mid_stream_failure_ends_with_error_event_and_incomplete_turn(client, ch
     assert events[-1] == "[DONE]"
     error = events[-2]
     assert error["error"]["code"] == "stream_interrupted"
-    session_id = error["session_id"]
+    session_id = error["chatbot"]["session_id"]
     relayed = "".join(e["choices"][0]["delta"].get("content") or "" for e in events[:-2])
     stored = session(client, session_id)["messages"]
     assert stored[1]["incomplete"] is True
@@ -512,7 +514,7 @@ def test_mid_stream_failure_ends_with_error_event_and_incomplete_turn(client, ch
 
 
 def test_mid_stream_failure_without_streaming_is_502_and_stored_incomplete(client, chain):
-    session_id = ask(client, "question-11").json()["session_id"]
+    session_id = ask(client, "question-11").json()["chatbot"]["session_id"]
     chain.set_faults(chat={"stream_error": 1, "stream_error_after_parts": 5})
     response = ask(client, "long please", session_id=session_id)
     assert response.status_code == 502
@@ -548,7 +550,7 @@ def test_slow_first_byte_past_the_read_timeout_is_504(chain, module_session_tabl
 
 
 def test_client_disconnect_mid_stream_still_stores_the_partial_turn(client, front_door):
-    session_id = ask(client, "question-13").json()["session_id"]
+    session_id = ask(client, "question-13").json()["chatbot"]["session_id"]
     received = ""
     with (
         httpx.Client(base_url=front_door, timeout=30) as http,
@@ -584,7 +586,7 @@ def test_client_disconnect_mid_stream_still_stores_the_partial_turn(client, fron
 def test_session_deleted_mid_stream_ends_with_409_event_and_stays_deleted(
     client, front_door, scan_table, table
 ):
-    session_id = ask(client, "question-16").json()["session_id"]
+    session_id = ask(client, "question-16").json()["chatbot"]["session_id"]
     events: list[Any] = []
     with (
         httpx.Client(base_url=front_door, timeout=30) as http,
@@ -617,7 +619,7 @@ def test_the_local_fixed_principal_wraps_the_unchanged_app(chain, table, serve, 
     with serve(app) as server, httpx.Client(base_url=server.url) as http:
         session_id = http.post(
             "/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]}
-        ).json()["session_id"]
+        ).json()["chatbot"]["session_id"]
         # No request context needed, and whatever one a client sends is replaced.
         listed = http.get("/v1/sessions", headers=caller("someone-else")).json()
     assert session_id in [s["session_id"] for s in listed["data"]]
@@ -630,7 +632,7 @@ def test_the_local_fixed_principal_wraps_the_unchanged_app(chain, table, serve, 
 
 
 def test_twenty_concurrent_requests_on_one_session_lose_and_duplicate_nothing(client):
-    session_id = ask(client, "question-20", who="busy").json()["session_id"]
+    session_id = ask(client, "question-20", who="busy").json()["chatbot"]["session_id"]
 
     def turn(i: int) -> int:
         return ask(
@@ -656,11 +658,10 @@ def test_fifty_sessions_in_parallel(client):
         first = ask(client, f"question-{i % 64:02d}", who=f"user-{i}", stream=i % 2 == 1)
         assert first.status_code == 200
         if i % 2 == 1:
-            session_id = json.loads(first.text.split("\n", 1)[0].removeprefix("data: "))[
-                "session_id"
-            ]
+            first_chunk = json.loads(first.text.split("\n", 1)[0].removeprefix("data: "))
+            session_id = first_chunk["chatbot"]["session_id"]
         else:
-            session_id = first.json()["session_id"]
+            session_id = first.json()["chatbot"]["session_id"]
         return session_id, len(session(client, session_id, who=f"user-{i}")["messages"])
 
     with ThreadPoolExecutor(max_workers=50) as pool:

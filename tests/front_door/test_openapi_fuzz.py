@@ -31,6 +31,8 @@ EXAMPLES: dict[str, dict[GenerationMode, int]] = {
     "GET /v1/sessions/{session_id}": {GenerationMode.POSITIVE: 320},
     "DELETE /v1/sessions/{session_id}": {GenerationMode.POSITIVE: 320},
     "GET /healthz": {GenerationMode.POSITIVE: 5},
+    "GET /v1/models": {GenerationMode.POSITIVE: 5},
+    "GET /v1/models/{model_id}": {GenerationMode.POSITIVE: 40},
 }
 
 

@@ -32,18 +32,12 @@ class Synthesized:
     validation_report: dict[str, Any]
 
 
-def synthesize_all(outdir: Path, build_dir: Path) -> Synthesized:
+def synthesize_all(outdir: Path) -> Synthesized:
     """Synthesize dev, staging and prod in one app (one jsii synth) into ``outdir``."""
     from app import build_app
     from stacks.stage import SourcePaths
 
     sources = SourcePaths.from_repository(REPO_ROOT)
-    sources = SourcePaths(
-        container_dir=sources.container_dir,
-        lambda_dir=sources.lambda_dir,
-        artifacts_dir=sources.artifacts_dir,
-        artifact_build_dir=build_dir,
-    )
     build_app(env_names=ENVIRONMENTS, outdir=str(outdir), sources=sources).synth()
     templates: dict[str, dict[str, dict[str, Any]]] = {}
     files: dict[str, dict[str, Path]] = {}
@@ -92,7 +86,7 @@ def resolve_join(value: Any) -> str:
 def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     """All environments, synthesized once for the whole session."""
     base = tmp_path_factory.mktemp("synth-a")
-    return synthesize_all(base / "cdk.out", base / "build")
+    return synthesize_all(base / "cdk.out")
 
 
 @pytest.fixture(scope="session")

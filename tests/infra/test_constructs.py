@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import copy
-import gzip
-import io
 import json
 import os
-import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +17,8 @@ from aws_cdk.assertions import Match, Template
 from stacks.config import ENVIRONMENTS_CONTEXT_KEY, EndpointSettings, load_environment
 from stacks.constructs.front_door_api import FrontDoorApi
 from stacks.constructs.llm_endpoint import LlmEndpoint
-from stacks.constructs.model_artifact import ModelArtifact, deterministic_tar_gz
 from stacks.constructs.model_assets_bucket import ModelAssetsBucket
+from stacks.constructs.serving_artifacts import ServingArtifacts, artifacts_digest
 from stacks.constructs.session_table import SessionTable
 from tests.infra.conftest import REPO_ROOT
 
@@ -177,22 +174,19 @@ class TestModelAssetsBucket:
         assert any(_actions(s) == ["kms:Decrypt"] for s in statements)
 
 
-def test_deterministic_archive_ignores_mtimes_owners_and_caches(tmp_path: Path) -> None:
+def test_artifacts_digest_ignores_mtimes_and_caches_but_not_content(tmp_path: Path) -> None:
     source = _artifact_dir(tmp_path, "chat")
-    first = deterministic_tar_gz(source)
+    first = artifacts_digest(source)
+    assert len(first) == 64
     os.utime(source / "serving.properties", (1_000_000, 1_000_000))
     (source / "__pycache__").mkdir()
     (source / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"\0")
-    assert deterministic_tar_gz(source) == first
-    assert first[:4] == b"\x1f\x8b\x08\x00"  # gzip, deflate, no FNAME flag
-    assert first[4:8] == b"\0\0\0\0"  # gzip header mtime 0
-    with tarfile.open(fileobj=io.BytesIO(first)) as archive:
-        members = archive.getmembers()
-    assert [m.name for m in members] == ["serving.properties", "templates/prompt.txt"]
-    assert {(m.mtime, m.uid, m.gid, m.uname, m.gname) for m in members} == {(0, 0, 0, "", "")}
+    assert artifacts_digest(source) == first
+    (source / "templates" / "prompt.txt").rename(source / "templates" / "renamed.txt")
+    assert artifacts_digest(source) != first
+    (source / "templates" / "renamed.txt").rename(source / "templates" / "prompt.txt")
     (source / "serving.properties").write_text("option.role=moderation\n")
-    assert deterministic_tar_gz(source) != first
-    assert gzip.decompress(first).count(b"option.role=chat") == 1
+    assert artifacts_digest(source) != first
 
 
 def _endpoint_settings(context: dict[str, Any], **changes: Any) -> EndpointSettings:
@@ -218,16 +212,22 @@ class TestLlmEndpoint:
             directory=str(REPO_ROOT / "container"),
             build_args={"BASE_IMAGE": "example/base:1"},
         )
-        artifact = ModelArtifact(
-            stack, "Artifact", source_dir=_artifact_dir(root, "chat"), build_dir=root / "build"
+        settings = _endpoint_settings(cdk_json_context)
+        artifacts = ServingArtifacts(
+            stack,
+            "Artifacts",
+            source_dir=_artifact_dir(root, "chat"),
+            role="chat",
+            assets_bucket=bucket,
+            weights_prefix=settings.model.serving_prefix,
         )
         scaled = LlmEndpoint(
             stack,
             "Scaled",
             endpoint_name="chatbot-test-chat",
-            settings=_endpoint_settings(cdk_json_context),
+            settings=settings,
             image=image,
-            artifact=artifact,
+            artifacts=artifacts,
             assets_bucket=bucket,
         )
         ebs = _endpoint_settings(
@@ -243,7 +243,7 @@ class TestLlmEndpoint:
             endpoint_name="chatbot-test-ebs",
             settings=ebs,
             image=image,
-            artifact=artifact,
+            artifacts=artifacts,
             assets_bucket=bucket,
         )
         caller = iam.Role(stack, "Caller", assumed_by=iam.AccountRootPrincipal())
@@ -285,11 +285,18 @@ class TestLlmEndpoint:
             {
                 "PrimaryContainer": {
                     "Image": Match.any_value(),
-                    "ModelDataUrl": {
-                        "Fn::Sub": Match.string_like_regexp(r"^s3://.*/[0-9a-f]{64}\.gz$")
+                    "ModelDataSource": {
+                        "S3DataSource": {
+                            "S3Uri": Match.any_value(),
+                            "S3DataType": "S3Prefix",
+                            "CompressionType": "None",
+                        }
                     },
                     "Environment": {
-                        "OPTION_MODEL_ID": Match.any_value(),
+                        "SERVING_PROPERTIES_PATH": Match.string_like_regexp(
+                            r"^/opt/ml/model/serving/chat-[0-9a-f]{64}/serving\.properties$"
+                        ),
+                        "OPTION_MODEL_ID": "/opt/ml/model",
                         "OPTION_TENSOR_PARALLEL_DEGREE": "4",
                         "OPTION_MAX_MODEL_LEN": "2048",
                         "OPTION_DTYPE": "float16",
@@ -298,14 +305,17 @@ class TestLlmEndpoint:
                         "OPTION_MAX_NEW_TOKENS_CAP": "1024",
                     },
                 },
+                "EnableNetworkIsolation": False,
+                "VpcConfig": Match.absent(),
             },
         )
         models = template.find_resources("AWS::SageMaker::Model")
-        model_ids = [
-            json.dumps(m["Properties"]["PrimaryContainer"]["Environment"]["OPTION_MODEL_ID"])
+        sources = [
+            json.dumps(m["Properties"]["PrimaryContainer"]["ModelDataSource"])
             for m in models.values()
         ]
-        assert all("/models/gpt-neoxt-chat-base-20b/" in m for m in model_ids)
+        assert sources
+        assert all("/models/gpt-neoxt-chat-base-20b/" in m for m in sources)
 
     def test_endpoint_name(self, template: Template) -> None:
         template.has_resource_properties(
@@ -359,9 +369,22 @@ class TestLlmEndpoint:
             )
 
     def test_execution_role_is_least_privilege(self, template: Template) -> None:
-        roles = template.find_resources("AWS::IAM::Role")
+        roles = template.find_resources(
+            "AWS::IAM::Role",
+            {
+                "Properties": {
+                    "Description": Match.string_like_regexp("^Execution role of SageMaker")
+                }
+            },
+        )
+        assert len(roles) == 2
         assert all("ManagedPolicyArns" not in r["Properties"] for r in roles.values())
-        statements = _policy_statements(template)
+        statements = [
+            statement
+            for policy in template.find_resources("AWS::IAM::Policy").values()
+            if {role["Ref"] for role in policy["Properties"]["Roles"]} <= set(roles)
+            for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        ]
         by_action = {a: s for s in statements for a in _actions(s)}
         assert "ecr:BatchGetImage" in by_action
         assert "container-assets" in json.dumps(by_action["ecr:BatchGetImage"]["Resource"])
@@ -374,12 +397,12 @@ class TestLlmEndpoint:
         assert len(logs) == 2
         assert "Endpoints/chatbot-test-chat:log-stream:*" in logs[0]
         assert "Endpoints/chatbot-test-ebs:log-stream:*" in logs[1]
-        artifact_reads = [
-            s
-            for s in statements
-            if _actions(s) == ["s3:GetObject"] and ".gz" in json.dumps(s["Resource"])
+        # One read, of the served weights prefix (the staged artifacts lie beneath it).
+        weights_reads = [
+            json.dumps(s["Resource"]) for s in statements if _actions(s) == ["s3:GetObject"]
         ]
-        assert artifact_reads
+        assert weights_reads
+        assert all(r.endswith('/models/gpt-neoxt-chat-base-20b/*"]]}') for r in weights_reads)
         assert all(not any(a.endswith("*") for a in _actions(s)) for s in statements)
 
     def test_grant_invoke_covers_streaming_on_this_endpoint_only(self, template: Template) -> None:
@@ -417,11 +440,13 @@ class TestFrontDoorApi:
             )
             endpoints = {}
             for role, settings in (("chat", config.chat), ("moderation", config.moderation)):
-                artifact = ModelArtifact(
+                artifacts = ServingArtifacts(
                     stack,
-                    f"{role}Artifact",
+                    f"{role}Artifacts",
                     source_dir=_artifact_dir(root / env, role),
-                    build_dir=root / "build",
+                    role=role,
+                    assets_bucket=bucket,
+                    weights_prefix=settings.model.serving_prefix,
                 )
                 endpoints[role] = LlmEndpoint(
                     stack,
@@ -429,7 +454,7 @@ class TestFrontDoorApi:
                     endpoint_name=config.endpoint_names[role],
                     settings=settings,
                     image=image,
-                    artifact=artifact,
+                    artifacts=artifacts,
                     assets_bucket=bucket,
                 )
             FrontDoorApi(
@@ -441,6 +466,7 @@ class TestFrontDoorApi:
                 chat=endpoints["chat"],
                 moderation=endpoints["moderation"],
                 sessions=table,
+                wake_retry_after_s=300,
             )
             result[env] = Template.from_stack(stack)
         return result
@@ -510,11 +536,20 @@ class TestFrontDoorApi:
             r["Properties"]["PathPart"]
             for r in templates["dev"].find_resources("AWS::ApiGateway::Resource").values()
         )
-        assert paths == ["chat", "completions", "healthz", "sessions", "v1", "{id}"]
+        assert paths == [
+            "chat",
+            "completions",
+            "healthz",
+            "models",
+            "sessions",
+            "v1",
+            "{id}",
+            "{id}",
+        ]
         for env, auth in (("dev", "AWS_IAM"), ("prod", "COGNITO_USER_POOLS")):
             methods = templates[env].find_resources("AWS::ApiGateway::Method").values()
             verbs = sorted(m["Properties"]["HttpMethod"] for m in methods)
-            assert verbs == ["DELETE", "GET", "GET", "GET", "POST"]
+            assert verbs == ["DELETE", "GET", "GET", "GET", "GET", "GET", "POST"]
             assert {m["Properties"]["AuthorizationType"] for m in methods} == {auth}
         templates["prod"].has_resource_properties(
             "AWS::ApiGateway::Authorizer", {"Type": "COGNITO_USER_POOLS"}

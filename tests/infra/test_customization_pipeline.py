@@ -13,17 +13,12 @@ from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk.assertions import Template
 from cdk_nag import AwsSolutionsChecks
 
-from stacks.config import load_environment
 from stacks.constructs.customization_pipeline import CustomizationPipeline
-from stacks.constructs.llm_endpoint import LlmEndpoint
-from stacks.constructs.model_artifact import ModelArtifact
 from stacks.constructs.model_assets_bucket import ModelAssetsBucket
 from tests.infra.conftest import REPO_ROOT, resolve_join
 
 
-def _build(app: App, context: dict[str, Any], root: Path, *, use_spot: bool) -> Stack:
-    (root / "chat").mkdir(exist_ok=True)
-    (root / "chat" / "serving.properties").write_text("option.role=chat\n")
+def _build(app: App, *, use_spot: bool) -> Stack:
     stack = Stack(app, "Test")
     bucket = ModelAssetsBucket(stack, "Assets", env_name="test", protect_data=False)
     image = ecr_assets.DockerImageAsset(
@@ -31,17 +26,6 @@ def _build(app: App, context: dict[str, Any], root: Path, *, use_spot: bool) -> 
         "Image",
         directory=str(REPO_ROOT / "container"),
         build_args={"BASE_IMAGE": "example/base:1"},
-    )
-    artifact = ModelArtifact(stack, "Artifact", source_dir=root / "chat", build_dir=root / "build")
-    settings = load_environment(context, "dev").chat
-    chat = LlmEndpoint(
-        stack,
-        "Chat",
-        endpoint_name="chatbot-test-chat",
-        settings=settings,
-        image=image,
-        artifact=artifact,
-        assets_bucket=bucket,
     )
     CustomizationPipeline(
         stack,
@@ -51,50 +35,55 @@ def _build(app: App, context: dict[str, Any], root: Path, *, use_spot: bool) -> 
         base_weights_name="smollm2-135m",
         training_image=image,
         serving_image=image,
-        chat_endpoint=chat,
-        chat_model_data_url=artifact.s3_url,
         use_spot=use_spot,
     )
     return stack
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["on-demand", "spot"])
-def synthesized(
-    request: pytest.FixtureRequest,
-    cdk_json_context: dict[str, Any],
-    tmp_path_factory: pytest.TempPathFactory,
-) -> tuple[Template, dict[str, Any], Stack]:
-    stack = _build(
-        App(), cdk_json_context, tmp_path_factory.mktemp("artifacts"), use_spot=request.param
-    )
+def synthesized(request: pytest.FixtureRequest) -> tuple[Template, dict[str, Any], Stack]:
+    stack = _build(App(), use_spot=request.param)
     template = Template.from_stack(stack)
     [machine] = template.find_resources("AWS::StepFunctions::StateMachine").values()
     definition = json.loads(resolve_join(machine["Properties"]["DefinitionString"]))
     return template, definition, stack
 
 
-def test_states_run_validate_train_evaluate_register_then_approval(synthesized) -> None:
+def test_states_run_validate_train_evaluate_register_and_end_there(synthesized) -> None:
     _, definition, _ = synthesized
     states = definition["States"]
     assert definition["StartAt"] == "ValidateData"
-    order = [
-        "ValidateData",
-        "Train",
-        "Evaluate",
-        "Register",
-        "WaitForApproval",
-        "ReadApproval",
-        "Approved?",
-    ]
+    order = ["ValidateData", "Train", "Evaluate", "Register", "Registered"]
     for current, following in itertools.pairwise(order):
         assert states[current]["Next"] == following, current
-    choice = states["Approved?"]
-    assert choice["Default"] == "WaitForApproval"
-    targets = {rule["StringEquals"]: rule["Next"] for rule in choice["Choices"]}
-    assert targets == {"Approved": "CreateModel", "Rejected": "Rejected"}
-    assert states["CreateModel"]["Next"] == "CreateEndpointConfig"
-    assert states["CreateEndpointConfig"]["Next"] == "RollOut"
-    assert states["RollOut"]["Next"] == "Deployed"
+    assert states["Registered"]["End"] is True
+    assert sorted(states) == sorted(order)
+    # The execution's output is what make promote needs.
+    output = states["Registered"]["Parameters"]
+    assert output["model_package_arn.$"] == "$.package.arn"
+    assert output["approval_status"] == "PendingManualApproval"
+    assert "/output/model/" in output["weights_uri.$"]
+
+
+def test_no_state_creates_models_or_touches_endpoints(synthesized) -> None:
+    template, definition, _ = synthesized
+    text = json.dumps(definition).lower()
+    for action in ("updateendpoint", "createendpoint", 'createmodel"', "createendpointconfig"):
+        assert action not in text, action
+    actions = {
+        a.lower() for statement in _statements(template) for a in _as_list(statement["Action"])
+    }
+    sagemaker = {a for a in actions if a.startswith("sagemaker:")}
+    assert sagemaker == {
+        "sagemaker:createprocessingjob",
+        "sagemaker:describeprocessingjob",
+        "sagemaker:stopprocessingjob",
+        "sagemaker:createtrainingjob",
+        "sagemaker:describetrainingjob",
+        "sagemaker:stoptrainingjob",
+        "sagemaker:addtags",
+        "sagemaker:createmodelpackage",
+    }
 
 
 def test_jobs_wait_for_completion_and_run_our_entrypoints(synthesized) -> None:
@@ -148,9 +137,7 @@ def test_spot_training_checkpoints_only_when_enabled(synthesized) -> None:
         assert "MaxWaitTimeInSeconds" not in training["StoppingCondition"]
 
 
-def test_registration_carries_metrics_and_rollout_is_blue_green_with_alarm_rollback(
-    synthesized,
-) -> None:
+def test_registration_carries_metrics_and_the_uncompressed_weights(synthesized) -> None:
     template, definition, _ = synthesized
     states = definition["States"]
     register = states["Register"]["Parameters"]
@@ -160,18 +147,12 @@ def test_registration_carries_metrics_and_rollout_is_blue_green_with_alarm_rollb
         "evaluation/evaluation.json"
         in register["ModelMetrics"]["ModelQuality"]["Statistics"]["S3Uri.$"]
     )
+    [container] = register["InferenceSpecification"]["Containers"]
+    source = container["ModelDataSource"]["S3DataSource"]
+    assert (source["S3DataType"], source["CompressionType"]) == ("S3Prefix", "None")
+    assert "training/chatbot-test-cust-{}-train/output/model/" in source["S3Uri.$"]
     template.has_resource_properties(
         "AWS::SageMaker::ModelPackageGroup", {"ModelPackageGroupName": "chatbot-test-chat"}
-    )
-    roll_out = states["RollOut"]["Parameters"]
-    assert roll_out["EndpointName"] == "chatbot-test-chat"
-    policy = roll_out["DeploymentConfig"]
-    assert policy["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]["Type"] == "ALL_AT_ONCE"
-    assert len(policy["AutoRollbackConfiguration"]["Alarms"]) == 2
-    model = states["CreateModel"]["Parameters"]
-    assert (
-        "training/chatbot-test-cust-{}-train/output/model/"
-        in model["PrimaryContainer"]["Environment"]["OPTION_MODEL_ID.$"]
     )
 
 
@@ -221,29 +202,22 @@ def test_job_role_reads_datasets_and_writes_only_run_outputs(synthesized) -> Non
 
 
 @pytest.mark.slow
-def test_cdk_nag_reports_no_unacknowledged_finding(
-    cdk_json_context: dict[str, Any], tmp_path: Path
-) -> None:
+def test_cdk_nag_reports_no_unacknowledged_finding(tmp_path: Path) -> None:
     app = App(outdir=str(tmp_path / "out"))
-    _build(app, cdk_json_context, tmp_path, use_spot=True)
+    _build(app, use_spot=True)
     Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     app.synth()  # raises ValidationFailed, naming the rule, on any unacknowledged finding
 
 
-def test_customization_stack_builds_the_jobs_image_and_pipeline(
-    cdk_json_context: dict[str, Any], tmp_path: Path
-) -> None:
-    from stacks.customization_stack import CustomizationStack, chat_model_data_url
+def test_customization_stack_builds_the_jobs_image_and_pipeline(tmp_path: Path) -> None:
+    from stacks.customization_stack import CustomizationStack
 
     app = App(outdir=str(tmp_path / "out"))
-    shared = _build(app, cdk_json_context, tmp_path, use_spot=False)
-    chat = shared.node.find_child("Chat")
+    shared = _build(app, use_spot=False)
     image = shared.node.find_child("Image")
     assets = shared.node.find_child("Assets")
-    assert isinstance(chat, LlmEndpoint)
     assert isinstance(image, ecr_assets.DockerImageAsset)
     assert isinstance(assets, ModelAssetsBucket)
-    assert chat_model_data_url(chat) == shared.node.find_child("Artifact").s3_url  # type: ignore[attr-defined]
     stack = CustomizationStack(
         app,
         "Customization",
@@ -252,7 +226,6 @@ def test_customization_stack_builds_the_jobs_image_and_pipeline(
         base_image="example/base:1",
         assets_bucket=assets,
         base_weights_name="smollm2-135m",
-        chat_endpoint=chat,
         serving_image=image,
         use_spot=True,
     )

@@ -13,8 +13,13 @@ from syrupy.extensions.json import JSONSnapshotExtension
 from tests.infra.conftest import ENVIRONMENTS, REPO_ROOT, Synthesized, mask_hashes, synthesize_all
 
 STACKS = ("Stateful", "Inference", "FrontDoor")
-# Every environment customizes its chat model (cdk.json; docs/customize.md).
-STACKS_BY_ENV = dict.fromkeys(("dev", "staging", "prod"), (*STACKS, "Customization"))
+# Every environment customizes its chat model (cdk.json; docs/customize.md); staging and prod
+# run in a private network (cdk.json `network`), dev on public networking.
+STACKS_BY_ENV = {
+    "dev": (*STACKS, "Customization"),
+    "staging": (*STACKS, "Customization", "Network"),
+    "prod": (*STACKS, "Customization", "Network"),
+}
 
 
 def _resources(template: dict[str, Any], type_name: str) -> dict[str, Any]:
@@ -58,13 +63,15 @@ def test_cdk_nag_reports_no_unacknowledged_finding(synthesized: Synthesized, env
     by_rule: dict[str, set[str]] = {}
     for path, rule, _ in nag:
         by_rule.setdefault(rule, set()).add(path)
+    # Endpoints, or inference-component endpoints (dev, staging): one NVMe waiver per role.
+    hosted = "Endpoint" if env == "prod" else "Component"
     assert by_rule["AwsSolutions::AwsSolutions-SM2"] == {
-        f"/chatbot-{env}/Inference/ChatEndpoint/EndpointConfig",
-        f"/chatbot-{env}/Inference/ModerationEndpoint/EndpointConfig",
+        f"/chatbot-{env}/Inference/Chat{hosted}/EndpointConfig",
+        f"/chatbot-{env}/Inference/Moderation{hosted}/EndpointConfig",
     }
     # Only IAM-authorized environments waive the Cognito-authorizer rule, method by method.
     cognito_waivers = by_rule.get("AwsSolutions::AwsSolutions-COG4", set())
-    assert len(cognito_waivers) == (5 if env == "dev" else 0)
+    assert len(cognito_waivers) == (7 if env == "dev" else 0)  # one per API method
     # The customization stack waives only wildcard resources (job/run name prefixes).
     customization = {rule for path, rule, _ in nag if f"/chatbot-{env}/Customization/" in path}
     assert all(rule.startswith("AwsSolutions::AwsSolutions-IAM5[") for rule in customization)
@@ -84,17 +91,24 @@ def test_second_synth_is_byte_identical(tmp_path_factory: pytest.TempPathFactory
     # to container/, lambda/ or customize/ in between would change asset hashes, not a
     # determinism bug.
     first, second = (
-        synthesize_all(base / "cdk.out", base / "build")
+        synthesize_all(base / "cdk.out")
         for base in (tmp_path_factory.mktemp("synth-b"), tmp_path_factory.mktemp("synth-c"))
     )
     for env in ENVIRONMENTS:
         for stack, path in first.template_files[env].items():
             assert path.read_bytes() == second.template_files[env][stack].read_bytes(), stack
-    archives = [sorted(p.name for p in s.outdir.glob("asset.*.tar.gz")) for s in (first, second)]
-    assert archives[0] == archives[1]
-    assert len(archives[0]) == 2
-    for name in archives[0]:
-        assert (first.outdir / name).read_bytes() == (second.outdir / name).read_bytes()
+    # The staged artifacts of the two roles (shared by every environment): content-addressed.
+    staged = [
+        sorted(p.name for p in s.outdir.glob("asset.*") if (p / "serving.properties").is_file())
+        for s in (first, second)
+    ]
+    assert staged[0] == staged[1]
+    assert len(staged[0]) == 2
+    for name in staged[0]:
+        files = sorted(p.relative_to(first.outdir / name) for p in (first.outdir / name).rglob("*"))
+        for relative in files:
+            one, two = first.outdir / name / relative, second.outdir / name / relative
+            assert one.is_dir() or one.read_bytes() == two.read_bytes(), relative
 
 
 def test_endpoints_are_named_per_environment(synthesized: Synthesized) -> None:
@@ -139,12 +153,13 @@ def test_prod_scales_chat_between_two_and_eight(synthesized: Synthesized) -> Non
     chat = [t for t in targets.values() if "chatbot-prod-chat" in json.dumps(t)]
     assert len(chat) == 1
     assert (chat[0]["Properties"]["MinCapacity"], chat[0]["Properties"]["MaxCapacity"]) == (2, 8)
-    assert (
-        _resources(
-            synthesized.templates["dev"]["Inference"], "AWS::ApplicationAutoScaling::ScalableTarget"
-        )
-        == {}
+    dev_targets = _resources(
+        synthesized.templates["dev"]["Inference"], "AWS::ApplicationAutoScaling::ScalableTarget"
     )
+    # dev scales inference-component copies (tests/infra/test_hosting.py), not instances.
+    assert {t["Properties"]["ScalableDimension"] for t in dev_targets.values()} == {
+        "sagemaker:inference-component:DesiredCopyCount"
+    }
 
 
 def test_chat_engine_settings_per_environment(synthesized: Synthesized) -> None:
@@ -155,8 +170,8 @@ def test_chat_engine_settings_per_environment(synthesized: Synthesized) -> None:
     dev, prod = chat_model("dev"), chat_model("prod")
     assert dev["PrimaryContainer"]["Environment"]["OPTION_TENSOR_PARALLEL_DEGREE"] == "1"
     assert prod["PrimaryContainer"]["Environment"]["OPTION_TENSOR_PARALLEL_DEGREE"] == "4"
-    assert "redpajama-incite-chat-3b-v1" in json.dumps(dev["PrimaryContainer"]["Environment"])
-    assert "gpt-neoxt-chat-base-20b" in json.dumps(prod["PrimaryContainer"]["Environment"])
+    assert "redpajama-incite-chat-3b-v1" in json.dumps(dev["PrimaryContainer"]["ModelDataSource"])
+    assert "gpt-neoxt-chat-base-20b" in json.dumps(prod["PrimaryContainer"]["ModelDataSource"])
     configs = _resources(
         synthesized.templates["prod"]["Inference"], "AWS::SageMaker::EndpointConfig"
     )
@@ -197,12 +212,7 @@ def test_cdk_nag_is_active_and_fails_synth_on_a_finding(tmp_path: Any) -> None:
     app = build_app(
         env_names=["dev"],
         outdir=str(tmp_path / "cdk.out"),
-        sources=SourcePaths(
-            container_dir=sources.container_dir,
-            lambda_dir=sources.lambda_dir,
-            artifacts_dir=sources.artifacts_dir,
-            artifact_build_dir=tmp_path / "build",
-        ),
+        sources=sources,
     )
     stage = app.node.find_child("chatbot-dev")
     assert isinstance(stage, ChatbotStage)

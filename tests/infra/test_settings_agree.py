@@ -16,7 +16,12 @@ import pytest
 from chatbot_contracts import metrics
 from chatbot_contracts import sessions as schema
 from chatbot_contracts.moderation import MODERATION_LABELS
-from chatbot_contracts.options import FRONT_DOOR_PREFIX, FrontDoorSetting, ServingOption
+from chatbot_contracts.options import (
+    FRONT_DOOR_PREFIX,
+    PROPERTIES_PATH_ENV,
+    FrontDoorSetting,
+    ServingOption,
+)
 from front_door.settings import Settings as FrontDoorSettings
 from inference_server.settings import ServingSettings, load_settings
 from tests.infra.conftest import ENVIRONMENTS, REPO_ROOT, Synthesized
@@ -77,8 +82,10 @@ def test_container_and_front_door_settings_load_and_agree(
         front_door = _front_door_settings(lambda_env, scoped)
 
     assert (chat.role, moderation.role) == ("chat", "moderation")
-    # Every per-environment option the app sets is one the container reads.
-    assert set(chat_env) == {option.env for option in ServingOption}
+    # Every per-environment option the app sets is one the container reads, and the launcher
+    # finds serving.properties where the app staged it.
+    assert set(chat_env) == {option.env for option in ServingOption} | {PROPERTIES_PATH_ENV}
+    assert chat_env[PROPERTIES_PATH_ENV].startswith(chat_env[ServingOption.MODEL_ID.env] + "/")
     # What a client may ask for is what the chat container accepts, within its context window.
     assert front_door.max_tokens_limit == chat.max_new_tokens_cap
     assert front_door.max_tokens_default <= chat.max_new_tokens_cap < chat.max_model_len

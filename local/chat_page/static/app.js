@@ -8,6 +8,9 @@ const pageParams = new URLSearchParams(location.search);
 const apiBase = new URL(pageParams.get("api") || ".", location.href);
 const maxTokens = Number.parseInt(pageParams.get("max_tokens") || "", 10);
 const MODEL = "chatbot";
+// The front door's answer while a model scaled to zero is starting (503 + Retry-After).
+const WAKING_UP_CODE = "model_waking_up";
+const DEFAULT_WAKE_RETRY_S = 30;
 
 const els = {
   messages: document.getElementById("messages"),
@@ -50,6 +53,37 @@ async function describeHttpError(response) {
     detail = response.statusText;
   }
   return `Request failed (HTTP ${response.status}): ${detail}`;
+}
+
+// Seconds to wait before asking again when the answer says a model is waking up, else null.
+async function wakingUpRetrySeconds(response) {
+  if (response.status !== 503) return null;
+  let body = null;
+  try {
+    body = await response.clone().json();
+  } catch (_) {
+    return null;
+  }
+  if (!body || !body.error || body.error.code !== WAKING_UP_CODE) return null;
+  const seconds = Number.parseInt(response.headers.get("Retry-After") || "", 10);
+  return seconds > 0 ? seconds : DEFAULT_WAKE_RETRY_S;
+}
+
+function wakingUpText(seconds) {
+  const minutes = Math.max(1, Math.ceil(seconds / 60));
+  return `The model is waking up, about ${minutes} minute${minutes === 1 ? "" : "s"}. ` +
+    "Your question will be sent again automatically.";
+}
+
+// Resolves after `ms`, or rejects with an AbortError when Stop is pressed meanwhile.
+function pause(ms, signal) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => {
+      clearTimeout(timer);
+      reject(new DOMException("Stopped while waiting", "AbortError"));
+    }, { once: true });
+  });
 }
 
 function setSession(sessionId) {
@@ -164,18 +198,35 @@ async function sendMessage(text) {
   let finishReason = null;
   let moderation = null;
   try {
-    const response = await fetch(apiUrl("v1/chat/completions"), {
-      method: "POST",
-      headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
-      body: JSON.stringify(body),
-      signal: inFlight.signal,
-    });
+    let response;
+    // A model scaled to zero refuses until it is up: show it, wait as told, ask again.
+    for (;;) {
+      response = await fetch(apiUrl("v1/chat/completions"), {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
+        body: JSON.stringify(body),
+        signal: inFlight.signal,
+      });
+      const retryAfter = await wakingUpRetrySeconds(response);
+      if (retryAfter === null) break;
+      box.dataset.state = "waking";
+      content.textContent = wakingUpText(retryAfter);
+      await pause(retryAfter * 1000, inFlight.signal);
+    }
+    if (box.dataset.state === "waking") {
+      delete box.dataset.state;
+      content.textContent = "";
+    }
     if (!response.ok) throw new Error(await describeHttpError(response));
     await readServerSentEvents(response, (chunk) => {
-      if (chunk.session_id && chunk.session_id !== currentSessionId) setSession(chunk.session_id);
+      // Our additions live under one key, `chatbot`, so they shadow no OpenAI field.
+      const extension = chunk.chatbot || {};
+      if (extension.session_id && extension.session_id !== currentSessionId) {
+        setSession(extension.session_id);
+      }
       if (chunk.error) throw new Error(`The answer stopped with an error: ${chunk.error.message}`);
-      if (chunk.sources) renderSources(box, chunk.sources);
-      if (chunk.moderation) moderation = chunk.moderation;
+      if (extension.sources) renderSources(box, extension.sources);
+      if (extension.moderation) moderation = extension.moderation;
       for (const choice of chunk.choices || []) {
         if (choice.delta && typeof choice.delta.content === "string") {
           content.textContent += choice.delta.content;
@@ -188,6 +239,10 @@ async function sendMessage(text) {
     renderModeration(box, finishReason, moderation);
   } catch (err) {
     if (err.name === "AbortError") {
+      if (box.dataset.state === "waking") {
+        delete box.dataset.state;
+        content.textContent = "";
+      }
       box.dataset.finishReason = "stopped";
     } else {
       showError(err.message || String(err));
