@@ -80,8 +80,11 @@ def worktree(rev: str, root: Path = ROOT) -> Iterator[Path]:
         raise RuntimeError(f"git worktree add {rev} failed: {done.stderr.strip()}")
     try:
         for name in SHARED_TOOLCHAIN:
-            if (root / name).exists() and not (tree / name).exists():
-                (tree / name).symlink_to(root / name)
+            link = tree / name
+            if link.is_symlink() and not link.exists():
+                link.unlink()  # a committed link that points nowhere here
+            if (root / name).exists() and not link.exists():
+                link.symlink_to(root / name)
         yield tree
     finally:
         _run(["git", "worktree", "remove", "--force", str(tree)], cwd=root)
