@@ -758,6 +758,6 @@ def test_new_session_emits_sessions_created_and_a_continuation_does_not(client, 
     capsys.readouterr()
     first = ask(client, "question-24").json()
     assert _emitted_names(capsys).count(Metric.SESSIONS_CREATED) == 1
-    follow_up = ask(client, "question-25", session_id=first["session_id"])
+    follow_up = ask(client, "question-25", session_id=first["chatbot"]["session_id"])
     assert follow_up.status_code == 200
     assert Metric.SESSIONS_CREATED not in _emitted_names(capsys)
