@@ -21,6 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, 
 from preflight.report import CheckResult, fail, note, ok
 from stacks.base_image import resolve_base_image
 from stacks.config import BYTES_PER_PARAMETER, EnvironmentConfig, ModelSettings
+from stacks.idle_cost import PRICES_AS_OF, PRICES_REGION, idle_cost
 
 __all__ = [
     "BOOTSTRAP_STACK_NAME",
@@ -584,6 +585,31 @@ def _fix_for_error(check: Check, error: Exception) -> str:
     return f"unexpected {type(error).__name__}: {error}"
 
 
+# --- cost ------------------------------------------------------------------------------------
+
+
+def check_idle_cost(ctx: AccountContext) -> list[CheckResult]:
+    """Warns when the environment can never scale to zero, with its idle cost per day."""
+    cost = idle_cost(ctx.config)
+    prices = f"on-demand prices of {PRICES_REGION} as of {PRICES_AS_OF}"
+    if cost.can_reach_zero:
+        return [
+            ok(
+                "idle cost",
+                f"the models scale to zero when idle: about ${cost.after_usd_per_day:.2f} a day "
+                f"idle instead of ${cost.before_usd_per_day:.2f} ({prices})",
+            )
+        ]
+    return [
+        note(
+            "idle cost",
+            f"warning: {ctx.config.name} can never scale to zero; idle it costs about "
+            f"${cost.before_usd_per_day:.2f} a day ({prices}). If that is not intended, host the "
+            "models as inference components with hosting.scale_to_zero (docs/infra.md)",
+        )
+    ]
+
+
 CHECKS: tuple[Check, ...] = (
     Check(
         "credentials",
@@ -675,6 +701,14 @@ CHECKS: tuple[Check, ...] = (
         ("ecr:GetAuthorizationToken", "ecr:BatchGetImage"),
         "moto",
         "the DLC base image can be pulled (ECR) with these credentials, else a note",
+    ),
+    Check(
+        "idle cost",
+        check_idle_cost,
+        (),
+        (),
+        "none",
+        "warns when the environment can never scale to zero, with its idle cost per day",
     ),
 )
 

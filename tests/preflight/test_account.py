@@ -278,3 +278,15 @@ def test_policy_covers_every_check_and_only_reads() -> None:
     verbs = {action.split(":")[1] for action in actions}
     assert all(v.startswith(("Get", "List", "Describe", "BatchGet")) for v in verbs), verbs
     assert len(CHECK_NAMES) == len(set(CHECK_NAMES))
+
+
+def test_idle_cost_is_ok_where_the_models_sleep_and_warns_where_they_never_can(
+    account: PreparedAccount, moto_url: str
+) -> None:
+    [dev] = run(account.context(), "idle cost")
+    assert dev.status == "ok"
+    assert "scale to zero when idle: about $0.00 a day" in dev.message
+    prod = PreparedAccount(moto_url, environment("prod"))
+    [line] = [r.line for r in run(prod.context(), "idle cost")]
+    assert line.startswith("note  idle cost: warning: prod can never scale to zero; idle it costs")
+    assert "hosting.scale_to_zero" in line
