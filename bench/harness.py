@@ -67,6 +67,9 @@ def child_env(**extra: str) -> dict[str, str]:
         AWS_SECRET_ACCESS_KEY=env.get("AWS_SECRET_ACCESS_KEY", "bench"),
         AWS_DEFAULT_REGION=env.get("AWS_DEFAULT_REGION", "us-east-1"),
         POWERTOOLS_METRICS_DISABLED="true",
+        # As in the local stack: no X-Ray daemon here, and the SDK patched into botocore
+        # would only report each call's missing segment.
+        POWERTOOLS_TRACE_DISABLED="true",
         POWERTOOLS_LOG_LEVEL="WARNING",
         LOG_LEVEL="WARNING",
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -61,9 +62,14 @@ def build_app(settings: Settings) -> FastAPI:
         store = SessionStore.from_settings(settings)
         app.state.session_store = store
         app.state.chat_service = ChatService(settings, endpoints, moderator, store)
+        # What is loaded now (boto3's service models above all) lives as long as the process:
+        # keep it out of every later collection, so that per-request garbage is collected
+        # cheaply. No gc.collect() first: freezing alone costs next to nothing.
+        gc.freeze()
         try:
             yield
         finally:
+            endpoints.close()
             chat_runtime.close()
             moderation_runtime.close()
 
