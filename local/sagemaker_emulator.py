@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-import httpx
+import aiohttp
 import uvicorn
 from fastapi import FastAPI
 from pydantic import Field
@@ -81,8 +81,15 @@ def build_app(settings: EmulatorSettings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
-        async with httpx.AsyncClient(limits=limits, timeout=settings.invoke_timeout_s) as client:
+        # aiohttp rather than httpx: every streamed part passes through here, and aiohttp
+        # reads one for a fraction of httpx's CPU (see inference_server.backend_client).
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=settings.invoke_timeout_s, sock_read=settings.invoke_timeout_s
+        )
+        connector = aiohttp.TCPConnector(limit=0)  # SageMaker queues nothing in front
+        async with aiohttp.ClientSession(
+            connector=connector, timeout=timeout, auto_decompress=False
+        ) as client:
             app.state.http = client
             yield
 

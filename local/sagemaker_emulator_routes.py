@@ -6,10 +6,10 @@ import asyncio
 import random
 import uuid
 from collections import Counter, deque
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from typing import TYPE_CHECKING, Any
 
-import httpx
+import aiohttp
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -90,7 +90,7 @@ class _StreamCloser:
 
     def __init__(self, state: EmulatorState) -> None:
         self.state = state
-        self.upstream: httpx.Response | None = None
+        self.upstream: aiohttp.ClientResponse | None = None
         self.closed = False
         state.active_streams += 1
         state.max_active_streams = max(state.max_active_streams, state.active_streams)
@@ -101,7 +101,10 @@ class _StreamCloser:
         self.closed = True
         self.state.active_streams -= 1
         if self.upstream is not None:
-            await self.upstream.aclose()
+            if self.upstream.content.at_eof():
+                self.upstream.release()  # read to its end: the connection is reused
+            else:
+                self.upstream.close()  # the container sees the disconnect
 
 
 class _ClosingStreamingResponse(StreamingResponse):
@@ -211,12 +214,12 @@ def add_runtime_routes(app: FastAPI, state: EmulatorState) -> None:
             body=body,
         )
 
-    def response_headers(upstream: httpx.Response, request_id: str) -> dict[str, str]:
+    def response_headers(upstream: Mapping[str, str], request_id: str) -> dict[str, str]:
         headers = {
             "x-Amzn-Invoked-Production-Variant": settings.variant_name,
             "x-amzn-RequestId": request_id,
         }
-        attributes = upstream.headers.get("x-amzn-sagemaker-custom-attributes")
+        attributes = upstream.get("x-amzn-sagemaker-custom-attributes")
         if attributes is not None:
             headers["X-Amzn-SageMaker-Custom-Attributes"] = attributes
         return headers
@@ -229,43 +232,49 @@ def add_runtime_routes(app: FastAPI, state: EmulatorState) -> None:
     @app.post("/endpoints/{endpoint}/invocations")
     async def invoke_endpoint(endpoint: str, request: Request) -> Response:
         url, body, headers, _ = await prepare(request, endpoint, "invoke")
-        client: httpx.AsyncClient = app.state.http
+        client: aiohttp.ClientSession = app.state.http
         try:
-            upstream = await client.post(url, content=body, headers=headers)
-        except httpx.TimeoutException as exc:
+            async with client.post(url, data=body, headers=headers) as upstream:
+                status, content, upstream_headers = (
+                    upstream.status,
+                    await upstream.read(),
+                    upstream.headers,
+                )
+        except TimeoutError as exc:  # aiohttp's timeouts are TimeoutErrors (checked first)
             raise model_timeout(settings.variant_name) from exc
-        except httpx.TransportError as exc:
+        except aiohttp.ClientError as exc:
             raise ServiceError(
                 "ServiceUnavailable", 503, {"Message": f"Model container unreachable: {exc!r}"}
             ) from exc
-        if upstream.status_code >= 400:
-            raise upstream_error(endpoint, upstream.status_code, upstream.text)
-        headers_out = response_headers(upstream, str(uuid.uuid4()))
+        if status >= 400:
+            raise upstream_error(endpoint, status, content.decode("utf-8", errors="replace"))
+        headers_out = response_headers(upstream_headers, str(uuid.uuid4()))
         return Response(
-            upstream.content,
-            media_type=upstream.headers.get("content-type", "application/octet-stream"),
+            content,
+            media_type=upstream_headers.get("content-type", "application/octet-stream"),
             headers=headers_out,
         )
 
     @app.post("/endpoints/{endpoint}/invocations-response-stream")
     async def invoke_endpoint_with_response_stream(endpoint: str, request: Request) -> Response:
         url, body, headers, faults = await prepare(request, endpoint, "stream")
-        client: httpx.AsyncClient = app.state.http
+        client: aiohttp.ClientSession = app.state.http
         # No overall limit: a stream may run as long as the model keeps sending.
-        timeout = httpx.Timeout(None, connect=10.0, read=settings.stream_read_timeout_s)
-        upstream_request = client.build_request(
-            "POST", url, content=body, headers=headers, timeout=timeout
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=10.0, sock_read=settings.stream_read_timeout_s
         )
         closer = _StreamCloser(state)
         try:
-            upstream = closer.upstream = await client.send(upstream_request, stream=True)
-            if upstream.status_code >= 400:
-                text = (await upstream.aread()).decode("utf-8", errors="replace")
-                raise upstream_error(endpoint, upstream.status_code, text)
-        except httpx.TimeoutException as exc:
+            upstream = closer.upstream = await client.post(
+                url, data=body, headers=headers, timeout=timeout
+            )
+            if upstream.status >= 400:
+                text = (await upstream.read()).decode("utf-8", errors="replace")
+                raise upstream_error(endpoint, upstream.status, text)
+        except TimeoutError as exc:
             await closer.close()
             raise model_timeout(settings.variant_name) from exc
-        except httpx.TransportError as exc:
+        except aiohttp.ClientError as exc:
             await closer.close()
             raise ServiceError(
                 "ServiceUnavailable", 503, {"Message": f"Model container unreachable: {exc!r}"}
@@ -299,14 +308,14 @@ def add_runtime_routes(app: FastAPI, state: EmulatorState) -> None:
                 if error_after == 0 or failure_after == 0:
                     yield injected(error_after == 0)
                     return
-                async for chunk in upstream.aiter_raw():
+                async for chunk, _ in upstream.content.iter_chunks():  # as the container sent them
                     for part in split_parts(chunk, max_part, rng):
                         yield payload_part(part)
                         parts += 1
                         if parts in (error_after, failure_after):
                             yield injected(parts == error_after)
                             return
-            except httpx.TimeoutException:
+            except TimeoutError:
                 state.errors["ModelStreamError"] += 1
                 yield stream_exception(
                     "ModelStreamError",
@@ -315,7 +324,7 @@ def add_runtime_routes(app: FastAPI, state: EmulatorState) -> None:
                         "ErrorCode": "ModelInvocationTimeExceeded",
                     },
                 )
-            except httpx.TransportError as exc:
+            except aiohttp.ClientError as exc:
                 state.errors["ModelStreamError"] += 1
                 yield stream_exception(
                     "ModelStreamError",
@@ -324,7 +333,7 @@ def add_runtime_routes(app: FastAPI, state: EmulatorState) -> None:
             finally:
                 await closer.close()
 
-        headers_out = response_headers(upstream, str(uuid.uuid4()))
+        headers_out = response_headers(upstream.headers, str(uuid.uuid4()))
         headers_out["X-Amzn-SageMaker-Content-Type"] = upstream.headers.get(
             "content-type", "application/octet-stream"
         )
