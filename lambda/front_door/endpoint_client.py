@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -406,44 +406,93 @@ class EndpointClient:
         ContainerStream
             Async iterator of the container's JSON objects.
         """
-        event_stream = await anyio.to_thread.run_sync(
-            self._open_stream, endpoint_name, body, limiter=self._limiter
-        )
-        return ContainerStream(event_stream, self._readers)
+        # The call is made on the thread that then reads the stream: the first event is read
+        # as soon as the headers are in, with no second hand-over between threads.
+        stream = ContainerStream()
+        opened = stream.start(self._readers, lambda: self._open_stream(endpoint_name, body))
+        try:
+            await opened
+        except BaseException:
+            stream.stop()  # a cancelled caller: the stream is closed once it is open
+            raise
+        return stream
 
     def close(self) -> None:
         """Stop the reader threads once their streams end (at shutdown)."""
         self._readers.shutdown(wait=False)
 
 
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():  # the caller was cancelled
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+
+
 class ContainerStream:
-    """Async iterator over the container objects of an open response stream.
+    """Async iterator over the container objects of a response stream.
 
-    A reader thread drains botocore's blocking event stream into an asyncio queue, so many
-    streams run concurrently and the event loop never blocks on a socket read. Failures
-    after the first byte surface as :class:`StreamInterruptedError` from ``__anext__``.
-
-    Parameters
-    ----------
-    event_stream
-        botocore's ``EventStream`` of the response.
-    readers
-        The pool whose thread reads it.
+    A reader thread makes the blocking call and then drains botocore's event stream into an
+    asyncio queue, so many streams run concurrently and the event loop never blocks on a
+    socket read. Failures after the first byte surface as :class:`StreamInterruptedError`
+    from ``__anext__``.
     """
 
-    def __init__(self, event_stream: Any, readers: Executor) -> None:
-        self._event_stream = event_stream
+    def __init__(self) -> None:
+        self._event_stream: Any = None
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._stopped = threading.Event()
         self._finished = False
-        readers.submit(self._pump)
 
-    def _deliver(self, item: Any) -> None:
+    def start(self, readers: Executor, open_call: Callable[[], Any]) -> asyncio.Future[None]:
+        """Open and read the stream on a thread of ``readers``.
+
+        Parameters
+        ----------
+        readers
+            The reader-thread pool.
+        open_call
+            The blocking call that returns botocore's ``EventStream`` (or raises).
+
+        Returns
+        -------
+        asyncio.Future
+            Done once the endpoint accepted the request; holds the call's error otherwise.
+        """
+        opened: asyncio.Future[None] = self._loop.create_future()
+        readers.submit(self._read, open_call, opened)
+        return opened
+
+    def stop(self) -> None:
+        """Stop reading from any thread; the reader closes the stream."""
+        self._finished = True
+        self._stopped.set()
+        if self._event_stream is not None:
+            self._event_stream.close()
+
+    def _read(self, open_call: Callable[[], Any], opened: asyncio.Future[None]) -> None:
         try:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+            self._event_stream = open_call()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, which raises it
+            self._call_soon(_settle, opened, exc)
+            return
+        if self._stopped.is_set():  # nobody waits for it any more
+            self._event_stream.close()
+            return
+        self._call_soon(_settle, opened, None)
+        self._pump()
+
+    def _call_soon(self, callback: Callable[..., None], *args: Any) -> None:
+        try:
+            self._loop.call_soon_threadsafe(callback, *args)
         except RuntimeError:  # the loop is gone; nobody is left to deliver to
             self._stopped.set()
+
+    def _deliver(self, item: Any) -> None:
+        self._call_soon(self._queue.put_nowait, item)
 
     def _pump(self) -> None:
         try:
@@ -477,4 +526,5 @@ class ContainerStream:
         self._finished = True
         if not self._stopped.is_set():
             self._stopped.set()
-            await anyio.to_thread.run_sync(self._event_stream.close)
+            if self._event_stream is not None:
+                await anyio.to_thread.run_sync(self._event_stream.close)
