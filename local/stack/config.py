@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from local.model_backend import SMOLLM2_GGUF
 
 ModerationBackend = Literal["model", "scripted"]
+ChatBackend = Literal["model", "scripted"]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 PORT_FIELDS = (
@@ -23,6 +24,7 @@ PORT_FIELDS = (
     "moderation_port",
     "model_backend_port",
     "scripted_backend_port",
+    "scripted_chat_port",
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -32,6 +34,9 @@ DEFAULT_PROCFILE = Path(__file__).resolve().parent.parent / "Procfile"
 
 DEFAULT_MODERATION_RULES = Path(__file__).resolve().parent / "moderation_rules.json"
 """Keyword rules the scripted moderation backend answers with when no script is given."""
+
+DEFAULT_CHAT_SCRIPT = Path(__file__).resolve().parent / "chat_script.json"
+"""What the scripted chat backend answers when no script is given (one fixed reply)."""
 
 HEALTH_URLS_VARIABLE = "STACK_HEALTH_URLS"
 """JSON list of the other parts' health URLs, set by the stack for the front-door process."""
@@ -58,6 +63,7 @@ class StackConfig(BaseSettings):
     moderation_port: Port = 8090
     model_backend_port: Port = 8081
     scripted_backend_port: Port = 8091
+    scripted_chat_port: Port = 8092
     env_name: str = Field(default="dev", pattern=r"^[a-z0-9-]+$")
     session_table: str | None = Field(
         default=None, description="defaults to chatbot-<env_name>-sessions"
@@ -66,6 +72,10 @@ class StackConfig(BaseSettings):
     # classifier it refuses nearly every question; `model` runs it anyway.
     moderation_backend: ModerationBackend = "scripted"
     moderation_script: Path = DEFAULT_MODERATION_RULES
+    # The real small model by default; `scripted` answers from a script, fast and exactly
+    # (load and fault tests), through the same chat container.
+    chat_backend: ChatBackend = "model"
+    chat_script: Path = DEFAULT_CHAT_SCRIPT
     model: str = Field(
         default=SMOLLM2_GGUF,
         description="what the one local model server loads for both roles (dir, .gguf, package:)",
@@ -145,6 +155,17 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         help="Script JSON for the scripted moderation backend (default: local/stack/"
         "moderation_rules.json, which flags a few harmful keywords)",
+    )
+    parser.add_argument(
+        "--chat-backend",
+        choices=["model", "scripted"],
+        help="model (default): the shared small model generates; scripted: local.scripted_backend "
+        "answers from --chat-script (exact, fast answers for load and fault tests)",
+    )
+    parser.add_argument(
+        "--chat-script",
+        type=Path,
+        help="Script JSON for the scripted chat backend (default: local/stack/chat_script.json)",
     )
     parser.add_argument(
         "--model", help="model both roles share: a dir, a .gguf or package:<pkg>/<file>"

@@ -30,6 +30,8 @@ READY_PREFIX = "Local stack ready:"
 """Start of the one line printed once every part answers its health check."""
 
 _SCRIPTED_MODERATION_PROCESS = "scripted_moderation"
+_SCRIPTED_CHAT_PROCESS = "scripted_chat"
+_MODEL_PROCESS = "model"
 FRONT_DOOR = "front door"
 
 
@@ -93,6 +95,9 @@ def stack_environment(
             "MODERATION_PORT": str(config.moderation_port),
             "MODEL_BACKEND_PORT": str(config.model_backend_port),
             "SCRIPTED_BACKEND_PORT": str(config.scripted_backend_port),
+            "SCRIPTED_CHAT_PORT": str(config.scripted_chat_port),
+            "CHAT_BACKEND_URL": chat_backend_url(config),
+            "CHAT_SCRIPT": str(config.chat_script),
             "MODERATION_BACKEND_URL": moderation_backend_url(config),
             "CHAT_ENDPOINT": config.chat_endpoint,
             "MODERATION_ENDPOINT": config.moderation_endpoint,
@@ -118,6 +123,18 @@ def stack_environment(
             env[name] = str(model_dir)
         env["OPTION_SERVED_MODEL_NAME"] = str(model_dir)
     return env
+
+
+def chat_backend_url(config: StackConfig) -> str:
+    """The OpenAI-compatible server behind the chat container."""
+    if config.chat_backend == "scripted":
+        return config.url(config.scripted_chat_port)
+    return config.url(config.model_backend_port)
+
+
+def uses_model_server(config: StackConfig) -> bool:
+    """Whether any role generates with the shared small model (else it is not started)."""
+    return config.chat_backend == "model" or config.moderation_backend == "model"
 
 
 def moderation_backend_url(config: StackConfig) -> str:
@@ -153,7 +170,8 @@ def select_processes(config: StackConfig, procfile: Path = DEFAULT_PROCFILE) -> 
     Parameters
     ----------
     config
-        The stack's settings; ``moderation_backend`` picks one of the two moderation backends.
+        The stack's settings; ``moderation_backend`` and ``chat_backend`` pick each role's
+        backend, and the model server runs only when a role uses it.
     procfile
         The Procfile to read.
 
@@ -165,12 +183,24 @@ def select_processes(config: StackConfig, procfile: Path = DEFAULT_PROCFILE) -> 
     processes = dict(parse_procfile(procfile.read_text(encoding="utf-8")).processes)
     if config.moderation_backend != "scripted":
         del processes[_SCRIPTED_MODERATION_PROCESS]
+    if config.chat_backend != "scripted":
+        del processes[_SCRIPTED_CHAT_PROCESS]
+    if not uses_model_server(config):
+        del processes[_MODEL_PROCESS]
     return processes
 
 
 def health_checks(config: StackConfig) -> list[HealthCheck]:
     """The HTTP checks that must all answer 200 before the stack is ready (DynamoDB aside)."""
-    checks = [HealthCheck("model server", f"{config.url(config.model_backend_port)}/health")]
+    checks = []
+    if uses_model_server(config):
+        checks.append(
+            HealthCheck("model server", f"{config.url(config.model_backend_port)}/health")
+        )
+    if config.chat_backend == "scripted":
+        checks.append(
+            HealthCheck("scripted chat backend", f"{config.url(config.scripted_chat_port)}/health")
+        )
     if config.moderation_backend == "scripted":
         checks.append(
             HealthCheck(
@@ -193,13 +223,18 @@ def ready_line(config: StackConfig) -> str:
         if config.moderation_backend == "scripted"
         else "the local model"
     )
+    chat = (
+        f" | chat: scripted ({config.chat_script.name})"
+        if config.chat_backend == "scripted"
+        else ""
+    )
     return (
         f"{READY_PREFIX} chat page {config.front_door_url}/"
         f" | OpenAI-compatible API {config.front_door_url}/v1"
         f" | SageMaker runtime emulator {config.emulator_url}"
         f" ({config.chat_endpoint}, {config.moderation_endpoint})"
         f" | DynamoDB {config.dynamodb_url} (table {config.table_name})"
-        f" | moderation: {moderation}"
+        f" | moderation: {moderation}{chat}"
         " | Ctrl-C stops everything"
     )
 

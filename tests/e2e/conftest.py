@@ -39,6 +39,7 @@ PORT_FLAGS = (
     "moderation-port",
     "model-backend-port",
     "scripted-backend-port",
+    "scripted-chat-port",
 )
 
 
@@ -49,6 +50,8 @@ class LocalStack:
     ports: dict[str, int]
     env_name: str
     log: Path
+    pid: int
+    """The ``python -m local.stack`` process; every process of the stack descends from it."""
 
     def url(self, flag: str) -> str:
         return f"http://127.0.0.1:{self.ports[flag]}"
@@ -155,6 +158,31 @@ class _RunningStack:
 _RUNNING: list[_RunningStack] = []
 
 
+def start_local_stack(
+    tmp_path_factory: pytest.TempPathFactory, env_name: str, *extra_args: str
+) -> tuple[_RunningStack, LocalStack]:
+    """Start ``python -m local.stack`` on free ports with scripted moderation; wait until ready.
+
+    The caller stops it with ``_RunningStack.stop()`` (SIGTERM, then checks every port closed).
+    """
+    log = tmp_path_factory.mktemp(f"local-stack-{env_name}") / "stack.log"
+    ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS)), strict=True))
+    argv = [sys.executable, "-m", "local.stack", "--env-name", env_name]
+    for flag, port in ports.items():
+        argv += [f"--{flag}", str(port)]
+    # Deterministic moderation: the stack's default keyword rules behind the moderation role.
+    argv += ["--moderation-backend", "scripted"]
+    argv += ["--ready-timeout-s", str(STACK_START_TIMEOUT_S - 10)]
+    argv += list(extra_args)
+    stack = _RunningStack(argv, dict(os.environ), log, ports)
+    try:
+        stack.wait_until_ready(STACK_START_TIMEOUT_S)
+    except BaseException:
+        stack.stop()
+        raise
+    return stack, LocalStack(ports=ports, env_name=env_name, log=log, pid=stack.process.pid)
+
+
 @pytest.fixture(scope="session")
 def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """Run ``python -m local.stack`` with scripted moderation; stop it with SIGTERM after.
@@ -163,22 +191,13 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
     right after the last test of this directory (see :func:`pytest_runtest_teardown`), so the
     stack does not idle through the rest of the suite.
     """
-    log = tmp_path_factory.mktemp("local-stack") / "stack.log"
-    ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS)), strict=True))
-    env_name = "e2e"
-    argv = [sys.executable, "-m", "local.stack", "--env-name", env_name]
-    for flag, port in ports.items():
-        argv += [f"--{flag}", str(port)]
-    # Deterministic moderation: the stack's default keyword rules behind the moderation role.
-    argv += ["--moderation-backend", "scripted"]
-    argv += ["--ready-timeout-s", str(STACK_START_TIMEOUT_S - 10)]
     # A model put to sleep (test_scale_to_zero.py) is retried after this, not minutes.
-    argv += ["--wake-retry-after-s", str(WAKE_RETRY_AFTER_S)]
-    stack = _RunningStack(argv, dict(os.environ), log, ports)
+    stack, where = start_local_stack(
+        tmp_path_factory, "e2e", "--wake-retry-after-s", str(WAKE_RETRY_AFTER_S)
+    )
     _RUNNING.append(stack)
     try:
-        stack.wait_until_ready(STACK_START_TIMEOUT_S)
-        yield LocalStack(ports=ports, env_name=env_name, log=log)
+        yield where
     finally:
         stack.stop()
 

@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from inference_server.moderation import Moderator
 from local.chat_page import STATIC_DIR, mount_chat_page
 from local.model_backend import SMOLLM2_GGUF
 from local.scripted_backend import Script
+from local.stack import restart_on_exit
 from local.stack.config import DEFAULT_MODERATION_RULES, REPO_ROOT, load_config
 from local.stack.front_door_app import StackHealthGate
 from local.stack.retrieval_index import ensure_sample_index, index_is_complete
@@ -82,19 +84,88 @@ def test_default_moderation_rules_judge_only_the_text_in_the_real_prompt(text: s
     assert (matched[0] if matched else script.default).response == label
 
 
-@pytest.mark.parametrize("backend", ["model", "scripted"])
-def test_every_procfile_variable_is_set_by_the_stack(backend: str):
-    config = load_config(["--moderation-backend", backend, "--moderation-script", SCRIPT])
+@pytest.mark.parametrize(
+    ("moderation", "chat"),
+    [("model", "model"), ("scripted", "model"), ("model", "scripted"), ("scripted", "scripted")],
+)
+def test_every_procfile_variable_is_set_by_the_stack(moderation: str, chat: str):
+    config = load_config(
+        ["--moderation-backend", moderation, "--moderation-script", SCRIPT, "--chat-backend", chat]
+    )
     env = stack_environment(config, {}, model_dir=Path("/models/smollm2"))
 
     processes = select_processes(config)
 
-    assert set(processes) >= {"dynamodb", "model", "chat", "moderation", "emulator", "front_door"}
-    assert ("scripted_moderation" in processes) == (backend == "scripted")
+    assert set(processes) >= {"dynamodb", "chat", "moderation", "emulator", "front_door"}
+    assert ("scripted_moderation" in processes) == (moderation == "scripted")
+    assert ("scripted_chat" in processes) == (chat == "scripted")
+    # The small model is loaded only when a role generates with it.
+    assert ("model" in processes) == ("model" in (moderation, chat))
+    assert any(c.name == "model server" for c in health_checks(config)) == ("model" in processes)
     for name, command in processes.items():
         used = set(re.findall(r"\$([A-Z_]+)", command))
         assert used <= set(env), f"{name} uses unset variables {used - set(env)}"
         assert re.search(r"(^|\s)exec\s", command), f"{name} must exec so SIGTERM reaches it"
+
+
+def test_containers_and_model_backends_are_restarted_when_they_die():
+    processes = select_processes(load_config(["--chat-backend", "scripted"]))
+    restarted = {name for name, command in processes.items() if "restart_on_exit" in command}
+
+    assert restarted == {"chat", "moderation", "scripted_chat", "scripted_moderation"}
+
+
+def test_chat_container_uses_the_chosen_backend():
+    model = load_config([])
+    scripted = load_config(["--chat-backend", "scripted", "--scripted-chat-port", "9400"])
+
+    assert stack_environment(model, {})["CHAT_BACKEND_URL"] == "http://127.0.0.1:8081"
+    assert stack_environment(scripted, {})["CHAT_BACKEND_URL"] == "http://127.0.0.1:9400"
+    assert any(check.url == "http://127.0.0.1:9400/health" for check in health_checks(scripted))
+
+
+@pytest.fixture
+def quick_restarts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(restart_on_exit, "FIRST_DELAY_S", 0.01)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.usefixtures("quick_restarts")
+def test_restart_on_exit_restarts_a_killed_command_and_gives_up_on_one_that_cannot_start():
+    said: list[str] = []
+    suicide = [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"]
+
+    status = restart_on_exit.run("chat", suicide, stopping=threading.Event(), say=said.append)
+
+    assert status == 128 + 9
+    assert [line.split(" pid ")[0] for line in said[0::2]] == ["chat: started"] * 5
+    assert said[1] == "chat: killed by SIGKILL; restarting in 0.01 s"
+    assert said[3] == "chat: killed by SIGKILL; restarting in 0.02 s"
+    assert said[-1] == (
+        "chat: killed by SIGKILL; it died within 10 s of starting 5 times in a row, giving up"
+    )
+    assert len(said) == 2 * restart_on_exit.MAX_QUICK_EXITS
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.usefixtures("quick_restarts")
+def test_restart_on_exit_keeps_restarting_after_long_runs_and_stops_when_told():
+    said: list[str] = []
+    stopping = threading.Event()
+    ticks = iter(range(0, 10_000, 60))  # every run lasts a minute: never a quick exit
+
+    def say(line: str) -> None:
+        said.append(line)
+        if sum("started" in seen for seen in said) == 7:
+            stopping.set()  # as SIGTERM from honcho would: the running child ends, no restart
+
+    status = restart_on_exit.run(
+        "model", ["sh", "-c", "exit 3"], stopping=stopping, say=say, clock=lambda: next(ticks)
+    )
+
+    assert status == 3
+    assert sum("started" in line for line in said) == 7
+    assert said.count("model: exited with 3; restarting in 0.01 s") == 6
 
 
 def test_moderation_container_uses_the_chosen_backend():
