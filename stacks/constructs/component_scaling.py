@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import Aws, Duration, TimeZone
+from aws_cdk import Duration, TimeZone
 from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
@@ -11,6 +11,7 @@ from constructs import Construct
 
 from stacks.config import ComponentSettings, ScaleToZeroSettings
 from stacks.constructs.inference_component import InferenceComponentEndpoint
+from stacks.constructs.pseudo import ACCOUNT_ID, PARTITION
 
 __all__ = ["COPY_COUNT_DIMENSION", "NO_CAPACITY_METRIC", "ComponentScaling"]
 
@@ -18,6 +19,7 @@ COPY_COUNT_DIMENSION = "sagemaker:inference-component:DesiredCopyCount"
 NO_CAPACITY_METRIC = "NoCapacityInvocationFailures"
 # SageMaker publishes NoCapacityInvocationFailures at this resolution; one period is enough.
 _WAKE_PERIOD = Duration.seconds(30)
+_STEP_COOLDOWN = Duration.minutes(1)
 
 
 class ComponentScaling(Construct):
@@ -73,7 +75,7 @@ class ComponentScaling(Construct):
             role=iam.Role.from_role_arn(
                 self,
                 "AutoScalingServiceLinkedRole",
-                f"arn:{Aws.PARTITION}:iam::{Aws.ACCOUNT_ID}:role/aws-service-role/"
+                f"arn:{PARTITION}:iam::{ACCOUNT_ID}:role/aws-service-role/"
                 "sagemaker.application-autoscaling.amazonaws.com/"
                 "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint",
             ),
@@ -122,7 +124,7 @@ class ComponentScaling(Construct):
             "ScaleInWhenIdle",
             scaling_target=self.scalable_target,
             adjustment_type=appscaling.AdjustmentType.EXACT_CAPACITY,
-            cooldown=Duration.minutes(1),
+            cooldown=_STEP_COOLDOWN,
             metric_aggregation_type=appscaling.MetricAggregationType.MAXIMUM,
         )
         # Application Auto Scaling clamps 0 to the current minimum (1 by day off hours-only).
@@ -161,7 +163,7 @@ class ComponentScaling(Construct):
             "ScaleOutFromZero",
             scaling_target=self.scalable_target,
             adjustment_type=appscaling.AdjustmentType.CHANGE_IN_CAPACITY,
-            cooldown=Duration.minutes(1),
+            cooldown=_STEP_COOLDOWN,
             metric_aggregation_type=appscaling.MetricAggregationType.MAXIMUM,
         )
         action.add_adjustment(adjustment=1, lower_bound=0)

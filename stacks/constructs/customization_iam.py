@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import Acknowledgment, Aws, Validations
+from aws_cdk import Acknowledgment, Validations
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_stepfunctions as sfn
@@ -11,6 +11,7 @@ from constructs import Construct
 from stacks.constructs.customization_asl import DATASETS_PREFIX, RUNS_PREFIX
 from stacks.constructs.model_assets_bucket import ModelAssetsBucket
 from stacks.constructs.nag_ids import nag_resource_id
+from stacks.constructs.pseudo import ACCOUNT_ID, PARTITION, REGION
 
 __all__ = ["JOB_ACTIONS", "grant_state_machine", "job_role", "sagemaker_arn"]
 
@@ -30,7 +31,7 @@ JOB_ACTIONS = (
 
 def sagemaker_arn(resource_type: str, name: str) -> str:
     """ARN of a SageMaker resource of this stack's account and region."""
-    return f"arn:{Aws.PARTITION}:sagemaker:{Aws.REGION}:{Aws.ACCOUNT_ID}:{resource_type}/{name}"
+    return f"arn:{PARTITION}:sagemaker:{REGION}:{ACCOUNT_ID}:{resource_type}/{name}"
 
 
 def job_role(
@@ -89,10 +90,7 @@ def job_role(
     )
     log_streams = []
     for kind in ("ProcessingJobs", "TrainingJobs"):
-        group = (
-            f"arn:{Aws.PARTITION}:logs:{Aws.REGION}:{Aws.ACCOUNT_ID}"
-            f":log-group:/aws/sagemaker/{kind}"
-        )
+        group = f"arn:{PARTITION}:logs:{REGION}:{ACCOUNT_ID}:log-group:/aws/sagemaker/{kind}"
         log_streams.append(f"{group}:log-stream:*")
         role.add_to_policy(
             iam.PolicyStatement(
@@ -174,7 +172,7 @@ def grant_state_machine(
         iam.PolicyStatement(
             actions=["events:PutTargets", "events:PutRule", "events:DescribeRule"],
             resources=[
-                f"arn:{Aws.PARTITION}:events:{Aws.REGION}:{Aws.ACCOUNT_ID}:rule/"
+                f"arn:{PARTITION}:events:{REGION}:{ACCOUNT_ID}:rule/"
                 f"StepFunctionsGetEventsForSageMaker{kind}JobsRule"
                 for kind in ("Processing", "Training")
             ],

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from aws_cdk import Aws, Duration
+from aws_cdk import Duration
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
@@ -24,6 +24,7 @@ from stacks.constructs.customization_asl import (
     states_array,
     training_channel,
 )
+from stacks.constructs.pseudo import PARTITION
 
 __all__ = ["JobSettings", "evaluate_state", "train_state", "validate_state"]
 
@@ -64,7 +65,7 @@ def _sync_task(
         state_id,
         state_json={
             "Type": "Task",
-            "Resource": f"arn:{Aws.PARTITION}:states:::sagemaker:create{job}Job.sync",
+            "Resource": f"arn:{PARTITION}:states:::sagemaker:create{job}Job.sync",
             "Parameters": render(parameters),
             "ResultPath": None,
         },

@@ -10,6 +10,9 @@ from chatbot_contracts.metrics import METRICS_NAMESPACE, Metric, dimensions
 
 __all__ = ["api_stage_metric", "front_door_metric"]
 
+# One Duration for every metric (each Duration.minutes() is a round trip to the jsii runtime).
+_PERIOD = Duration.minutes(5)
+
 
 def front_door_metric(
     metric: Metric,
@@ -41,7 +44,7 @@ def front_door_metric(
         metric_name=metric.value,
         dimensions_map=dimensions(),
         statistic=statistic,
-        period=period or Duration.minutes(5),
+        period=period or _PERIOD,
         label=label,
     )
 
@@ -80,6 +83,6 @@ def api_stage_metric(
         metric_name=metric_name,
         dimensions_map={"ApiName": api_name, "Stage": stage_name},
         statistic=statistic,
-        period=Duration.minutes(5),
+        period=_PERIOD,
         label=label,
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import Acknowledgment, Aws, Duration, Validations
+from aws_cdk import Acknowledgment, Duration, Validations
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_iam as iam
@@ -13,6 +13,7 @@ from stacks.config import EndpointAlarmKind, EndpointSettings
 from stacks.constructs.model_assets_bucket import ModelAssetsBucket
 from stacks.constructs.nag_ids import nag_resource_id
 from stacks.constructs.private_network import PrivateNetwork
+from stacks.constructs.pseudo import ACCOUNT_ID, PARTITION, REGION
 from stacks.constructs.served_model import add_served_model, container_environment
 from stacks.constructs.serving_artifacts import ServingArtifacts
 
@@ -25,6 +26,9 @@ _LOG_PREFIXES = ("/aws/sagemaker/Endpoints", "/aws/sagemaker/InferenceComponents
 # A rolling update bakes each batch this long while the component's alarms can roll it back.
 ROLLING_WAIT_S = 600
 ROLLING_TIMEOUT_S = 3600
+# Metric periods, built once (each Duration.minutes() is a round trip to the jsii runtime).
+_PERIOD = Duration.minutes(5)
+_INSTANCE_COUNT_PERIOD = Duration.minutes(1)
 
 
 class InferenceComponentEndpoint(Construct):
@@ -206,8 +210,7 @@ class InferenceComponentEndpoint(Construct):
 
     def _grant_own_logs_and_metrics(self) -> None:
         log_groups = [
-            f"arn:{Aws.PARTITION}:logs:{Aws.REGION}:{Aws.ACCOUNT_ID}:log-group:"
-            f"{prefix}/{self.endpoint_name}"
+            f"arn:{PARTITION}:logs:{REGION}:{ACCOUNT_ID}:log-group:{prefix}/{self.endpoint_name}"
             for prefix in _LOG_PREFIXES
         ]
         log_streams = [f"{group}:log-stream:*" for group in log_groups]
@@ -253,7 +256,7 @@ class InferenceComponentEndpoint(Construct):
             metric_name=metric_name,
             dimensions_map={"InferenceComponentName": self.endpoint_name},
             statistic=statistic,
-            period=period or Duration.minutes(5),
+            period=period or _PERIOD,
         )
 
     def instance_metric(self, metric_name: str) -> cloudwatch.Metric:
@@ -266,7 +269,7 @@ class InferenceComponentEndpoint(Construct):
                 "VariantName": COMPONENT_VARIANT_NAME,
             },
             statistic="Average",
-            period=Duration.minutes(5),
+            period=_PERIOD,
         )
 
     def metric_instance_count(self) -> cloudwatch.Metric:
@@ -279,7 +282,7 @@ class InferenceComponentEndpoint(Construct):
                 "VariantName": COMPONENT_VARIANT_NAME,
             },
             statistic="SampleCount",
-            period=Duration.minutes(1),
+            period=_INSTANCE_COUNT_PERIOD,
         )
 
     def _add_alarms(self) -> list[cloudwatch.Alarm]:

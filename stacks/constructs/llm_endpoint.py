@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import Acknowledgment, Aws, Duration, Validations
+from aws_cdk import Acknowledgment, Duration, Validations
 from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ecr_assets as ecr_assets
@@ -15,6 +15,7 @@ from stacks.constructs.alarm_topic import AlarmTopic
 from stacks.constructs.model_assets_bucket import ModelAssetsBucket
 from stacks.constructs.nag_ids import nag_resource_id
 from stacks.constructs.private_network import PrivateNetwork
+from stacks.constructs.pseudo import ACCOUNT_ID, PARTITION, REGION
 from stacks.constructs.served_model import add_served_model, container_environment
 from stacks.constructs.serving_artifacts import ServingArtifacts
 
@@ -192,7 +193,7 @@ class LlmEndpoint(Construct):
 
     def _grant_own_logs_and_metrics(self) -> None:
         log_group_arn = (
-            f"arn:{Aws.PARTITION}:logs:{Aws.REGION}:{Aws.ACCOUNT_ID}:log-group:"
+            f"arn:{PARTITION}:logs:{REGION}:{ACCOUNT_ID}:log-group:"
             f"{_ENDPOINT_METRICS_NAMESPACE}/{self.endpoint_name}"
         )
         self.role.add_to_policy(
@@ -242,7 +243,7 @@ class LlmEndpoint(Construct):
             role=iam.Role.from_role_arn(
                 self,
                 "AutoScalingServiceLinkedRole",
-                f"arn:{Aws.PARTITION}:iam::{Aws.ACCOUNT_ID}:role/aws-service-role/"
+                f"arn:{PARTITION}:iam::{ACCOUNT_ID}:role/aws-service-role/"
                 "sagemaker.application-autoscaling.amazonaws.com/"
                 "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint",
             ),

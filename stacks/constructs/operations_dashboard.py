@@ -23,6 +23,7 @@ from stacks.constructs.service_alarms import SESSION_TABLE_OPERATIONS
 __all__ = ["OperationsDashboard"]
 
 _PERIOD = Duration.minutes(5)
+_CONCURRENCY_PERIOD = Duration.minutes(1)
 _WIDTH = 6
 _HEIGHT = 6
 
@@ -181,7 +182,7 @@ class OperationsDashboard(Construct):
                     function.metric(
                         "ConcurrentExecutions",
                         statistic="Maximum",
-                        period=Duration.minutes(1),
+                        period=_CONCURRENCY_PERIOD,
                         label="concurrent executions",
                     )
                 ],
