@@ -307,7 +307,9 @@ class EndpointClient:
         max_streams: int = 1024,
     ) -> None:
         self._client = client
-        self._limiter = anyio.CapacityLimiter(max_concurrency)
+        # A plain pool rather than anyio's worker threads: its idle threads wake at once, and
+        # the calls made before a first token start in the order they were made.
+        self._calls = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="call")
         self._components = dict(components or {})
         self._wake_retry_after_s = wake_retry_after_s
         # Reader threads are reused from stream to stream: starting a thread per stream put a
@@ -372,8 +374,9 @@ class EndpointClient:
         dict
             The decoded response body.
         """
-        return await anyio.to_thread.run_sync(
-            self.invoke_json_blocking, endpoint_name, body, limiter=self._limiter
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._calls, self.invoke_json_blocking, endpoint_name, body
         )
 
     def _open_stream(self, endpoint_name: str, body: ChatRequest) -> Any:
@@ -418,7 +421,8 @@ class EndpointClient:
         return stream
 
     def close(self) -> None:
-        """Stop the reader threads once their streams end (at shutdown)."""
+        """Stop the worker threads once their calls and streams end (at shutdown)."""
+        self._calls.shutdown(wait=False)
         self._readers.shutdown(wait=False)
 
 
