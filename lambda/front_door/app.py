@@ -49,15 +49,14 @@ def build_app(settings: Settings) -> FastAPI:
             components=components,
             wake_retry_after_s=retry_after,
         )
+        moderation_endpoints = EndpointClient(
+            moderation_runtime,
+            max_concurrency=limit,
+            components=components,
+            wake_retry_after_s=retry_after,
+        )
         moderator = Moderator(
-            EndpointClient(
-                moderation_runtime,
-                max_concurrency=limit,
-                components=components,
-                wake_retry_after_s=retry_after,
-            ),
-            settings.moderation_endpoint,
-            settings.blocked_labels,
+            moderation_endpoints, settings.moderation_endpoint, settings.blocked_labels
         )
         store = SessionStore.from_settings(settings)
         app.state.session_store = store
@@ -70,6 +69,7 @@ def build_app(settings: Settings) -> FastAPI:
             yield
         finally:
             endpoints.close()
+            moderation_endpoints.close()
             chat_runtime.close()
             moderation_runtime.close()
 
