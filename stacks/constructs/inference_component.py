@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import Acknowledgment, Duration, Validations
+from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_iam as iam
@@ -11,10 +11,13 @@ from constructs import Construct
 
 from stacks.config import EndpointAlarmKind, EndpointSettings
 from stacks.constructs.model_assets_bucket import ModelAssetsBucket
-from stacks.constructs.nag_ids import nag_resource_id
 from stacks.constructs.private_network import PrivateNetwork
-from stacks.constructs.pseudo import ACCOUNT_ID, PARTITION, REGION
-from stacks.constructs.served_model import add_served_model, container_environment
+from stacks.constructs.served_model import (
+    acknowledge_instance_storage,
+    add_served_model,
+    container_environment,
+    production_variant,
+)
 from stacks.constructs.serving_artifacts import ServingArtifacts
 
 __all__ = ["COMPONENT_VARIANT_NAME", "INVOKE_ACTIONS", "InferenceComponentEndpoint"]
@@ -91,14 +94,11 @@ class InferenceComponentEndpoint(Construct):
             artifacts=artifacts,
             assets_bucket=assets_bucket,
             network=network,
+            log_namespaces=_LOG_PREFIXES,
+            log_writers="instance and copy",
         )
         self.role, self.cfn_model = served.role, served.cfn_model
-        self._grant_own_logs_and_metrics()
-        default_policy = self.role.node.try_find_child("DefaultPolicy")
-        if default_policy is not None:
-            self.cfn_model.node.add_dependency(default_policy)
 
-        instance = settings.instance
         self.min_instances = (
             0 if allow_zero_instances else settings.instances_for(component.min_copies)
         )
@@ -111,35 +111,18 @@ class InferenceComponentEndpoint(Construct):
             # Required once the endpoint hosts components: SageMaker starts copies with it.
             execution_role_arn=self.role.role_arn,
             production_variants=[
-                sagemaker.CfnEndpointConfig.ProductionVariantProperty(
+                production_variant(
+                    settings,
                     variant_name=COMPONENT_VARIANT_NAME,
-                    instance_type=instance.name,
-                    initial_instance_count=settings.initial_instance_count,
-                    container_startup_health_check_timeout_in_seconds=(
-                        settings.container_startup_health_check_timeout_s
-                    ),
-                    model_data_download_timeout_in_seconds=settings.model_data_download_timeout_s,
-                    volume_size_in_gb=settings.volume_size_gb,
                     managed_instance_scaling=sagemaker.CfnEndpointConfig.ManagedInstanceScalingProperty(
                         status="ENABLED",
                         min_instance_count=self.min_instances,
                         max_instance_count=self.max_instances,
                     ),
-                    routing_config=sagemaker.CfnEndpointConfig.RoutingConfigProperty(
-                        routing_strategy="LEAST_OUTSTANDING_REQUESTS"
-                    ),
                 )
             ],
         )
-        if instance.nvme_backed:
-            Validations.of(self.cfn_endpoint_config).acknowledge(
-                Acknowledgment(
-                    id="AwsSolutions::AwsSolutions-SM2",
-                    reason=f"{instance.name} stores data on local NVMe instance storage, which "
-                    "Nitro encrypts in hardware (AES-256); SageMaker rejects a KmsKeyId for "
-                    "such instances.",
-                )
-            )
+        acknowledge_instance_storage(self.cfn_endpoint_config, settings)
         self.cfn_endpoint = sagemaker.CfnEndpoint(
             self,
             "Endpoint",
@@ -205,45 +188,6 @@ class InferenceComponentEndpoint(Construct):
                     sagemaker.CfnInferenceComponent.AlarmProperty(alarm_name=alarm.alarm_name)
                     for alarm in self.alarms
                 ]
-            ),
-        )
-
-    def _grant_own_logs_and_metrics(self) -> None:
-        log_groups = [
-            f"arn:{PARTITION}:logs:{REGION}:{ACCOUNT_ID}:log-group:{prefix}/{self.endpoint_name}"
-            for prefix in _LOG_PREFIXES
-        ]
-        log_streams = [f"{group}:log-stream:*" for group in log_groups]
-        self.role.add_to_policy(
-            iam.PolicyStatement(actions=["logs:CreateLogGroup"], resources=log_groups)
-        )
-        self.role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
-                resources=log_streams,
-            )
-        )
-        self.role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["cloudwatch:PutMetricData"],
-                resources=["*"],
-                conditions={"StringEquals": {"cloudwatch:namespace": list(_LOG_PREFIXES)}},
-            )
-        )
-        Validations.of(self.role).acknowledge(
-            *[
-                Acknowledgment(
-                    id=nag_resource_id("AwsSolutions-IAM5", streams),
-                    reason="Log stream names are chosen by SageMaker per instance and copy at "
-                    "run time; the grant is confined to this endpoint's own log group.",
-                )
-                for streams in log_streams
-            ],
-            Acknowledgment(
-                id="AwsSolutions::AwsSolutions-IAM5[Resource::*]",
-                reason="ecr:GetAuthorizationToken and cloudwatch:PutMetricData have no "
-                "resource-level permissions; PutMetricData is confined by a "
-                "cloudwatch:namespace condition to the SageMaker endpoint namespaces.",
             ),
         )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import Acknowledgment, Duration, Validations
+from aws_cdk import Duration
 from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ecr_assets as ecr_assets
@@ -13,10 +13,14 @@ from constructs import Construct
 from stacks.config import EndpointAlarmKind, EndpointSettings, OperationsConfig
 from stacks.constructs.alarm_topic import AlarmTopic
 from stacks.constructs.model_assets_bucket import ModelAssetsBucket
-from stacks.constructs.nag_ids import nag_resource_id
 from stacks.constructs.private_network import PrivateNetwork
-from stacks.constructs.pseudo import ACCOUNT_ID, PARTITION, REGION
-from stacks.constructs.served_model import add_served_model, container_environment
+from stacks.constructs.pseudo import ACCOUNT_ID, PARTITION
+from stacks.constructs.served_model import (
+    acknowledge_instance_storage,
+    add_served_model,
+    container_environment,
+    production_variant,
+)
 from stacks.constructs.serving_artifacts import ServingArtifacts
 
 __all__ = ["INVOKE_ACTIONS", "VARIANT_NAME", "LlmEndpoint"]
@@ -85,46 +89,24 @@ class LlmEndpoint(Construct):
             artifacts=artifacts,
             assets_bucket=assets_bucket,
             network=network,
+            log_namespaces=[_ENDPOINT_METRICS_NAMESPACE],
+            log_writers="instance",
         )
         self.role, self.cfn_model = served.role, served.cfn_model
-        self._grant_own_logs_and_metrics()
 
-        # SageMaker checks image and data access on CreateModel: policies first.
-        default_policy = self.role.node.try_find_child("DefaultPolicy")
-        if default_policy is not None:
-            self.cfn_model.node.add_dependency(default_policy)
-
-        instance = settings.instance
         self.cfn_endpoint_config = sagemaker.CfnEndpointConfig(
             self,
             "EndpointConfig",
             production_variants=[
-                sagemaker.CfnEndpointConfig.ProductionVariantProperty(
+                production_variant(
+                    settings,
                     variant_name=VARIANT_NAME,
                     model_name=self.cfn_model.attr_model_name,
-                    instance_type=instance.name,
-                    initial_instance_count=settings.initial_instance_count,
                     initial_variant_weight=1.0,
-                    container_startup_health_check_timeout_in_seconds=(
-                        settings.container_startup_health_check_timeout_s
-                    ),
-                    model_data_download_timeout_in_seconds=settings.model_data_download_timeout_s,
-                    volume_size_in_gb=settings.volume_size_gb,
-                    routing_config=sagemaker.CfnEndpointConfig.RoutingConfigProperty(
-                        routing_strategy="LEAST_OUTSTANDING_REQUESTS"
-                    ),
                 )
             ],
         )
-        if instance.nvme_backed:
-            Validations.of(self.cfn_endpoint_config).acknowledge(
-                Acknowledgment(
-                    id="AwsSolutions::AwsSolutions-SM2",
-                    reason=f"{instance.name} stores data on local NVMe instance storage, which "
-                    "Nitro encrypts in hardware (AES-256); SageMaker rejects a KmsKeyId for "
-                    "such instances.",
-                )
-            )
+        acknowledge_instance_storage(self.cfn_endpoint_config, settings)
         self.alarms_by_kind = self._add_alarms()
         for alarm in self.alarms_by_kind.values():
             alarm_topic.notify(alarm)
@@ -188,42 +170,6 @@ class LlmEndpoint(Construct):
                     sagemaker.CfnEndpoint.AlarmProperty(alarm_name=alarm.alarm_name)
                     for alarm in self.rollback_alarms
                 ]
-            ),
-        )
-
-    def _grant_own_logs_and_metrics(self) -> None:
-        log_group_arn = (
-            f"arn:{PARTITION}:logs:{REGION}:{ACCOUNT_ID}:log-group:"
-            f"{_ENDPOINT_METRICS_NAMESPACE}/{self.endpoint_name}"
-        )
-        self.role.add_to_policy(
-            iam.PolicyStatement(actions=["logs:CreateLogGroup"], resources=[log_group_arn])
-        )
-        log_streams_arn = f"{log_group_arn}:log-stream:*"
-        self.role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
-                resources=[log_streams_arn],
-            )
-        )
-        self.role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["cloudwatch:PutMetricData"],
-                resources=["*"],
-                conditions={"StringEquals": {"cloudwatch:namespace": _ENDPOINT_METRICS_NAMESPACE}},
-            )
-        )
-        Validations.of(self.role).acknowledge(
-            Acknowledgment(
-                id=nag_resource_id("AwsSolutions-IAM5", log_streams_arn),
-                reason="Log stream names are chosen by SageMaker per instance at run time; the "
-                "grant is confined to this endpoint's own log group.",
-            ),
-            Acknowledgment(
-                id="AwsSolutions::AwsSolutions-IAM5[Resource::*]",
-                reason="ecr:GetAuthorizationToken and cloudwatch:PutMetricData have no "
-                "resource-level permissions; PutMetricData is confined by a "
-                "cloudwatch:namespace condition to the SageMaker endpoint namespace.",
             ),
         )
 
