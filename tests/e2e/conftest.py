@@ -159,11 +159,15 @@ _RUNNING: list[_RunningStack] = []
 
 
 def start_local_stack(
-    tmp_path_factory: pytest.TempPathFactory, env_name: str, *extra_args: str
+    tmp_path_factory: pytest.TempPathFactory,
+    env_name: str,
+    *extra_args: str,
+    environment: dict[str, str] | None = None,
 ) -> tuple[_RunningStack, LocalStack]:
     """Start ``python -m local.stack`` on free ports with scripted moderation; wait until ready.
 
-    The caller stops it with ``_RunningStack.stop()`` (SIGTERM, then checks every port closed).
+    ``environment`` adds variables for every process of the stack (e.g. ``OPTION_*``). The
+    caller stops it with ``_RunningStack.stop()`` (SIGTERM, then checks every port closed).
     """
     log = tmp_path_factory.mktemp(f"local-stack-{env_name}") / "stack.log"
     ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS)), strict=True))
@@ -174,7 +178,7 @@ def start_local_stack(
     argv += ["--moderation-backend", "scripted"]
     argv += ["--ready-timeout-s", str(STACK_START_TIMEOUT_S - 10)]
     argv += list(extra_args)
-    stack = _RunningStack(argv, dict(os.environ), log, ports)
+    stack = _RunningStack(argv, {**os.environ, **(environment or {})}, log, ports)
     try:
         stack.wait_until_ready(STACK_START_TIMEOUT_S)
     except BaseException:

@@ -69,8 +69,16 @@ def scripted_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSt
     """The local stack with the scripted chat backend, for this module only."""
     script = tmp_path_factory.mktemp("chat-script") / "chat_script.json"
     script.write_text(json.dumps(chat_script()), encoding="utf-8")
+    # No retrieval: nothing here asks for sources, and the chat container then starts (and
+    # restarts after the kill) without loading the embedding model.
     stack, where = start_local_stack(
-        tmp_path_factory, "e2e-scripted", "--chat-backend", "scripted", "--chat-script", str(script)
+        tmp_path_factory,
+        "e2e-scripted",
+        "--chat-backend",
+        "scripted",
+        "--chat-script",
+        str(script),
+        environment={"OPTION_RETRIEVER": "none"},
     )
     try:
         yield where
