@@ -45,7 +45,8 @@ lint: setup ## ruff lint and format check, and the import layering (import-linte
 typecheck: setup ## mypy, strict
 	$(VENV)/bin/mypy
 
-# Test modules share nothing but what tests/conftest.py groups (xdist_group): two workers.
+# Test modules share nothing but what tests/conftest.py groups (its loadgroup scheduler): two
+# workers.
 PYTEST_WORKERS ?= 2
 
 unit: setup ## pytest only (PYTEST_WORKERS=0 runs it in this process)

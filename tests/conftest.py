@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 # Tests talk only to local servers. Forcing dummy credentials (rather than defaulting them) means
 # a developer's real AWS credentials can never reach a request made by a test.
@@ -22,15 +23,68 @@ os.environ["POWERTOOLS_TRACE_DISABLED"] = "true"
 import pytest  # noqa: E402 - the environment above must be set before anything imports boto3
 
 # Directories whose tests share one expensive session resource (a synth of every environment,
-# the local stack, a loaded model): under pytest-xdist each stays on one worker, so the
-# resource is built once. Other tests are grouped by module (module-scoped servers).
+# the local stack): under pytest-xdist each stays on one worker, so the resource is built once.
+# Other tests are grouped by module (module-scoped servers and loaded models).
 _SHARED_BY_DIRECTORY = ("infra", "e2e")
 
+# Groups that take longest (per `pytest --durations=0` on two workers), handed out first so
+# that the two workers finish together instead of one starting a long group while the other
+# idles. Only an order: a group missing here runs after these, in xdist's usual order.
+_LONGEST_FIRST = (
+    "e2e",
+    "preflight/test_diff.py",
+    "infra",
+    "front_door/test_api.py",
+    "customize/test_distributed.py",
+    "container/test_server_scripted.py",
+    "front_door/test_openapi_fuzz.py",
+    "preflight/test_engine_args.py",
+    "container/test_server_real_model.py",
+    "front_door/test_failure_paths.py",
+    "bench/test_gpu_serving_smoke.py",
+    "customize/test_serving.py",
+    "preflight/test_account.py",
+    "local/test_sagemaker_emulator.py",
+    "container/test_launcher.py",
+    "customize/test_evaluate.py",
+)
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark every test with the ``xdist_group`` that ``--dist loadgroup`` schedules by."""
-    root = config.rootpath / "tests"
-    for item in items:
-        parts = item.path.relative_to(root).parts
-        group = parts[0] if parts[0] in _SHARED_BY_DIRECTORY else "/".join(parts)
-        item.add_marker(pytest.mark.xdist_group(group))
+
+def group_of(nodeid: str) -> str:
+    """The group of a test: its directory under tests/ if shared, else its module's path."""
+    parts = nodeid.split("::", 1)[0].split("/")
+    if parts[0] == "tests":
+        parts = parts[1:]
+    return parts[0] if parts[0] in _SHARED_BY_DIRECTORY else "/".join(parts)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadgroup``, grouping by :func:`group_of` and handing out long groups first.
+
+    xdist's own loadgroup scheduler reads the group from a suffix its worker appends to each
+    node id, which has no effect on pytest 9.2's structured node ids: every test would be its
+    own group (pytest-dev/pytest-xdist#1386), each worker would start every module's servers,
+    the local stack and the synth. This scheduler derives the group from the node id instead.
+    """
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    rank = {group: n for n, group in enumerate(_LONGEST_FIRST)}
+
+    class GroupScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        _ordered = False
+
+        def _split_scope(self, nodeid: str) -> str:
+            return group_of(nodeid)
+
+        def _assign_work_unit(self, node: Any) -> None:
+            if not self._ordered:
+                self._ordered = True
+                ordered = sorted(self.workqueue.items(), key=lambda kv: rank.get(kv[0], len(rank)))
+                self.workqueue.clear()
+                self.workqueue.update(ordered)
+            super()._assign_work_unit(node)
+
+    return GroupScheduling(config, log)

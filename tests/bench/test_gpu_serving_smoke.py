@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from bench.gpu_serving import derive_figures, format_table
 from bench.serving_load import RequestTiming, percentile, summarize
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -129,6 +128,8 @@ def _row(
 
 
 def test_derive_figures_speedup_overhead_and_roofline() -> None:
+    from bench.gpu_serving import derive_figures, format_table  # imports torch: not at collection
+
     rows = {
         "seed": [_row(1, 20.0, 50.0), _row(64, 20.0, 50.0)],
         "direct": [_row(1, 50.0, 20.0), _row(64, 1000.0, 60.0)],
@@ -149,6 +150,8 @@ def test_derive_figures_speedup_overhead_and_roofline() -> None:
 
 
 def test_derive_figures_without_container_row_reports_none() -> None:
+    from bench.gpu_serving import derive_figures
+
     rows = {"seed": [_row(64, 20.0, 50.0)], "direct": [_row(64, 1000.0, 60.0)]}
     figures = derive_figures(rows, roofline_tokens_per_s=100.0, top=64)
     assert figures["server_overhead_pct"] is None
