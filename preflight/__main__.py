@@ -63,9 +63,13 @@ def _images(_: argparse.Namespace) -> int:
 
 
 def _engine_args(args: argparse.Namespace) -> int:
-    from preflight.engine_args import check_engine_args
+    from preflight.engine_args import check_engine_args, prepare_probe_envs
     from preflight.report import exit_code, print_results
 
+    if args.prepare:
+        for python in prepare_probe_envs():
+            print(f"probe venv ready: {python}")
+        return 0
     return exit_code(print_results(check_engine_args(args.env or None)))
 
 
@@ -90,6 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     images.set_defaults(run=_images)
     engine = commands.add_parser("engine-args", help="parse the launcher's vLLM argv with vLLM")
     engine.add_argument("--env", action="append", help="environment (repeatable); default all")
+    engine.add_argument(
+        "--prepare", action="store_true", help="only install the side venvs (make setup does)"
+    )
     engine.set_defaults(run=_engine_args)
     diff = commands.add_parser("diff", help="cdk diff of the working tree against a git revision")
     diff.add_argument("--env", required=True)

@@ -111,6 +111,36 @@ def ensure_probe_env(version: str, cache: Path = ROOT / ".cache") -> Path:
     return python
 
 
+def probe_versions(root: Path = ROOT) -> list[str]:
+    """The vLLM versions of the environments' base images in cdk.json (sorted, distinct)."""
+    context = json.loads((root / "cdk.json").read_text())["context"]
+    versions = set()
+    for name in context["chatbot:environments"]:
+        base = load_environment(context, name).base_image
+        if base.framework == "vllm" and base.version is not None:
+            versions.add(base.version)
+    return sorted(versions)
+
+
+def prepare_probe_envs(root: Path = ROOT) -> list[Path]:
+    """Create the side venv of every vLLM version in cdk.json (``make setup`` runs this).
+
+    Building them at set-up keeps the install out of the test suite and out of a race between
+    two first users (``make check-engine-args`` beside ``make test`` in CI).
+
+    Parameters
+    ----------
+    root:
+        Repository root.
+
+    Returns
+    -------
+    list of Path
+        The venvs' pythons.
+    """
+    return [ensure_probe_env(version, root / ".cache") for version in probe_versions(root)]
+
+
 def probe(python: Path, argvs: Mapping[str, list[str]]) -> dict[str, str | None]:
     """Parse each argv with the venv's vLLM; ``label -> None`` (accepted) or the error."""
     env = {**os.environ, "VLLM_LOGGING_LEVEL": "ERROR", "PYTHONPATH": ""}

@@ -1,6 +1,6 @@
 """check-engine-args: the launcher's vLLM argv is accepted by pinned vLLM; a bad flag fails.
 
-Uses the side venv under .cache/ (built on first use, a few minutes on a fresh clone).
+Uses the side venv under .cache/ (built by `make setup`, or on first use).
 """
 
 from __future__ import annotations
