@@ -160,7 +160,6 @@ def check_engine_args(
     env_names: Sequence[str] | None = None,
     *,
     root: Path = ROOT,
-    extra_args: Sequence[str] = (),
 ) -> Iterator[CheckResult]:
     """Check every environment's and role's vLLM argv with that environment's vLLM version.
 
@@ -170,8 +169,6 @@ def check_engine_args(
         Environments to check; default all in cdk.json.
     root:
         Repository root.
-    extra_args:
-        Appended to every argv (tests inject a bad flag this way).
 
     Yields
     ------
@@ -187,7 +184,7 @@ def check_engine_args(
             yield ok(f"engine args {name}", "base image is not a vLLM DLC: nothing to check")
             continue
         for role in ("chat", "moderation"):
-            argv = [*vllm_argv(config, role, root), *extra_args]
+            argv = vllm_argv(config, role, root)
             by_version.setdefault(config.base_image.version, {})[f"{name} {role}"] = argv
     for version, argvs in sorted(by_version.items()):
         try:

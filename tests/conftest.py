@@ -26,12 +26,15 @@ import pytest  # noqa: E402 - the environment above must be set before anything 
 # the local stack): under pytest-xdist each stays on one worker, so the resource is built once.
 # Other tests are grouped by module (module-scoped servers and loaded models).
 _SHARED_BY_DIRECTORY = ("infra", "e2e")
+# Modules of those directories that use none of the shared resource: their own groups.
+_OWN_GROUP = ("e2e/test_stack_units.py", "e2e/test_stack_failure_paths.py")
 
 # Groups that take longest (per `pytest --durations=0` on two workers), handed out first so
 # that the two workers finish together instead of one starting a long group while the other
 # idles. Only an order: a group missing here runs after these, in xdist's usual order.
 _LONGEST_FIRST = (
     "e2e",
+    "e2e/test_stack_failure_paths.py",
     "preflight/test_diff.py",
     "infra",
     "front_door/test_api.py",
@@ -47,6 +50,7 @@ _LONGEST_FIRST = (
     "local/test_sagemaker_emulator.py",
     "container/test_launcher.py",
     "customize/test_evaluate.py",
+    "e2e/test_stack_units.py",
 )
 
 
@@ -55,7 +59,8 @@ def group_of(nodeid: str) -> str:
     parts = nodeid.split("::", 1)[0].split("/")
     if parts[0] == "tests":
         parts = parts[1:]
-    return parts[0] if parts[0] in _SHARED_BY_DIRECTORY else "/".join(parts)
+    module = "/".join(parts)
+    return parts[0] if parts[0] in _SHARED_BY_DIRECTORY and module not in _OWN_GROUP else module
 
 
 @pytest.hookimpl(optionalhook=True)
