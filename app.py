@@ -1,96 +1,16 @@
-"""CDK app entry point: synthesizes the environment chosen with ``-c env=<name>`` (default dev)."""
+"""CDK app entry point (``cdk.json``'s ``app``): synthesizes the environment of ``-c env=<name>``.
+
+The app itself is :mod:`stacks.app`. This file only sets the process up for one synth before
+aws_cdk starts its node runtime, and exits without tearing the interpreter down
+(:mod:`stacks.synth_process`).
+"""
 
 from __future__ import annotations
 
-import json
-import os
-import sys
-from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any
-
-from aws_cdk import App, Validations
-from cdk_nag import AwsSolutionsChecks
-
-from stacks.config import ConfigError, load_environment
-from stacks.stage import ChatbotStage, SourcePaths
-
-__all__ = ["DEFAULT_ENVIRONMENT", "build_app", "read_cdk_json_context"]
-
-ROOT = Path(__file__).resolve().parent
-DEFAULT_ENVIRONMENT = "dev"
-
-
-def read_cdk_json_context(path: Path = ROOT / "cdk.json") -> dict[str, Any]:
-    """Return the ``context`` object of ``cdk.json``.
-
-    The CDK CLI passes this context to the app itself; reading it here lets a bare
-    ``python app.py`` (and tests, and the benchmark) synthesize with the same settings.
-    """
-    context: dict[str, Any] = json.loads(path.read_text())["context"]
-    return context
-
-
-def build_app(
-    *,
-    env_names: Sequence[str] | None = None,
-    context: Mapping[str, Any] | None = None,
-    outdir: str | None = None,
-    sources: SourcePaths | None = None,
-) -> App:
-    """Build the app: one validated :class:`ChatbotStage` per environment, checked by cdk-nag.
-
-    Parameters
-    ----------
-    env_names:
-        Environments to include; default the context's ``env`` (``-c env=<name>``), else dev.
-    context:
-        Context defaults (CLI context wins over them); default the ``cdk.json`` context.
-    outdir:
-        Cloud assembly directory; default ``CDK_OUTDIR`` as set by the CLI, else ``cdk.out``.
-    sources:
-        Build contexts and artifacts; default this repository's layout.
-
-    Returns
-    -------
-    App
-        The app, not yet synthesized.
-    """
-    defaults = dict(read_cdk_json_context() if context is None else context)
-    app = App(
-        context=defaults,
-        outdir=outdir or os.environ.get("CDK_OUTDIR") or str(ROOT / "cdk.out"),
-        analytics_reporting=False,
-        # CDK's built-in CloudFormation schema validation costs 7-20 s per synth here (over 90%
-        # of it); cfn-lint, a superset, checks every template of every environment in
-        # `make test` and `make cfn-lint`. cdk-nag still runs on every synth.
-        builtin_cloud_formation_validation=False,
-    )
-    merged = {**defaults, **_cli_context()}
-    names = list(env_names) if env_names else [str(merged.get("env") or DEFAULT_ENVIRONMENT)]
-    paths = sources or SourcePaths.from_repository(ROOT)
-    for name in names:
-        ChatbotStage(app, config=load_environment(merged, name), sources=paths)
-    Validations.of(app).add_plugins(AwsSolutionsChecks(app))
-    return app
-
-
-def _cli_context() -> dict[str, Any]:
-    # The CLI hands `-c key=value` and cdk.json context over in this variable.
-    raw = os.environ.get("CDK_CONTEXT_JSON")
-    return dict(json.loads(raw)) if raw else {}
-
-
-def main() -> int:
-    """Synthesize the selected environment; a settings error prints its message, exit 1."""
-    try:
-        app = build_app()
-    except ConfigError as error:
-        print(f"cdk.json: {error}", file=sys.stderr)
-        return 1
-    app.synth()
-    return 0
-
+from stacks import synth_process
 
 if __name__ == "__main__":
-    sys.exit(main())
+    synth_process.prepare()
+    from stacks.app import main
+
+    synth_process.exit_now(main())

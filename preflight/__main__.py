@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _load(env: str) -> tuple[dict[str, Any], EnvironmentConfig]:
-    # cdk.json read directly: importing app.py would load aws_cdk (seconds) for nothing.
+    # cdk.json read directly: importing stacks.app would load aws_cdk (seconds) for nothing.
     from stacks.config import load_environment
 
     context: dict[str, Any] = json.loads((ROOT / "cdk.json").read_text())["context"]

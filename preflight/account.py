@@ -444,9 +444,9 @@ def _weights_check(
 def check_api_timeout(ctx: AccountContext) -> list[CheckResult]:
     """API Gateway's integration-timeout quota allows the configured integration timeouts."""
     # Imported here: the constants sit beside the API they configure, in the construct module.
-    from stacks.constructs.front_door_api import STREAM_INTEGRATION_TIMEOUT
+    from stacks.constructs.front_door_api import STREAM_INTEGRATION_TIMEOUT_MINUTES
 
-    stream_ms = int(STREAM_INTEGRATION_TIMEOUT.to_milliseconds())
+    stream_ms = STREAM_INTEGRATION_TIMEOUT_MINUTES * 60_000
     name = "api gateway timeout"
     if stream_ms > STREAM_INTEGRATION_MAX_MS:
         return [
@@ -454,7 +454,7 @@ def check_api_timeout(ctx: AccountContext) -> list[CheckResult]:
                 name,
                 f"the streaming integration timeout {stream_ms} ms exceeds API Gateway's "
                 f"{STREAM_INTEGRATION_MAX_MS} ms maximum for STREAM integrations: lower "
-                "STREAM_INTEGRATION_TIMEOUT",
+                "STREAM_INTEGRATION_TIMEOUT_MINUTES",
             )
         ]
     quota = ctx.quotas("apigateway").get(API_TIMEOUT_QUOTA_NAME)

@@ -8,8 +8,9 @@ from aws_cdk import Stack
 from constructs import Construct
 
 from stacks.config import FrontDoorConfig, ThresholdsConfig
+from stacks.constructs import durations
 from stacks.constructs.alarm_topic import AlarmTopic
-from stacks.constructs.front_door_api import LAMBDA_TIMEOUT, STAGE_NAME, FrontDoorApi
+from stacks.constructs.front_door_api import LAMBDA_TIMEOUT_MINUTES, STAGE_NAME, FrontDoorApi
 from stacks.constructs.hosted_model import HostedModel
 from stacks.constructs.operations_dashboard import OperationsDashboard
 from stacks.constructs.service_alarms import ServiceAlarms
@@ -73,7 +74,7 @@ class MonitoringStack(Stack):
             env_name=env_name,
             thresholds=thresholds,
             function=front_door.function,
-            function_timeout=LAMBDA_TIMEOUT,
+            function_timeout=durations.minutes(LAMBDA_TIMEOUT_MINUTES),
             api_name=api_name,
             stage_name=stage_name,
             table=sessions.table,

@@ -12,7 +12,7 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
 from stacks.config import NotificationsConfig
-from stacks.constructs.pseudo import ACCOUNT_ID
+from stacks.constructs import pseudo
 
 __all__ = ["AlarmTopic"]
 
@@ -72,7 +72,7 @@ class AlarmTopic(Construct):
                 actions=["sns:Publish"],
                 principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
                 resources=[self.topic.topic_arn],
-                conditions={"StringEquals": {"aws:SourceAccount": ACCOUNT_ID}},
+                conditions={"StringEquals": {"aws:SourceAccount": pseudo.account_id()}},
             )
         )
         for email in notifications.emails:

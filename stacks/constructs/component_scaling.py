@@ -10,16 +10,14 @@ from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from stacks.config import ComponentSettings, ScaleToZeroSettings
+from stacks.constructs import durations, pseudo
 from stacks.constructs.inference_component import InferenceComponentEndpoint
-from stacks.constructs.pseudo import ACCOUNT_ID, PARTITION
 
 __all__ = ["COPY_COUNT_DIMENSION", "NO_CAPACITY_METRIC", "ComponentScaling"]
 
 COPY_COUNT_DIMENSION = "sagemaker:inference-component:DesiredCopyCount"
 NO_CAPACITY_METRIC = "NoCapacityInvocationFailures"
 # SageMaker publishes NoCapacityInvocationFailures at this resolution; one period is enough.
-_WAKE_PERIOD = Duration.seconds(30)
-_STEP_COOLDOWN = Duration.minutes(1)
 
 
 class ComponentScaling(Construct):
@@ -75,7 +73,7 @@ class ComponentScaling(Construct):
             role=iam.Role.from_role_arn(
                 self,
                 "AutoScalingServiceLinkedRole",
-                f"arn:{PARTITION}:iam::{ACCOUNT_ID}:role/aws-service-role/"
+                f"arn:{pseudo.partition()}:iam::{pseudo.account_id()}:role/aws-service-role/"
                 "sagemaker.application-autoscaling.amazonaws.com/"
                 "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint",
             ),
@@ -124,7 +122,7 @@ class ComponentScaling(Construct):
             "ScaleInWhenIdle",
             scaling_target=self.scalable_target,
             adjustment_type=appscaling.AdjustmentType.EXACT_CAPACITY,
-            cooldown=_STEP_COOLDOWN,
+            cooldown=durations.minutes(1),
             metric_aggregation_type=appscaling.MetricAggregationType.MAXIMUM,
         )
         # Application Auto Scaling clamps 0 to the current minimum (1 by day off hours-only).
@@ -163,7 +161,7 @@ class ComponentScaling(Construct):
             "ScaleOutFromZero",
             scaling_target=self.scalable_target,
             adjustment_type=appscaling.AdjustmentType.CHANGE_IN_CAPACITY,
-            cooldown=_STEP_COOLDOWN,
+            cooldown=durations.minutes(1),
             metric_aggregation_type=appscaling.MetricAggregationType.MAXIMUM,
         )
         action.add_adjustment(adjustment=1, lower_bound=0)
@@ -173,7 +171,9 @@ class ComponentScaling(Construct):
             alarm_description=(
                 f"{target.endpoint_name}: a request found no copy; add one (scale out from zero)"
             ),
-            metric=target.metric(NO_CAPACITY_METRIC, statistic="Maximum", period=_WAKE_PERIOD),
+            metric=target.metric(
+                NO_CAPACITY_METRIC, statistic="Maximum", period=durations.seconds(30)
+            ),
             threshold=1,
             evaluation_periods=1,
             datapoints_to_alarm=1,

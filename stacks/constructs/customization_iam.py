@@ -8,10 +8,10 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+from stacks.constructs import pseudo
 from stacks.constructs.customization_asl import DATASETS_PREFIX, RUNS_PREFIX
 from stacks.constructs.model_assets_bucket import ModelAssetsBucket
 from stacks.constructs.nag_ids import nag_resource_id
-from stacks.constructs.pseudo import ACCOUNT_ID, PARTITION, REGION
 
 __all__ = ["JOB_ACTIONS", "grant_state_machine", "job_role", "sagemaker_arn"]
 
@@ -31,7 +31,7 @@ JOB_ACTIONS = (
 
 def sagemaker_arn(resource_type: str, name: str) -> str:
     """ARN of a SageMaker resource of this stack's account and region."""
-    return f"arn:{PARTITION}:sagemaker:{REGION}:{ACCOUNT_ID}:{resource_type}/{name}"
+    return pseudo.regional_arn("sagemaker", f"{resource_type}/{name}")
 
 
 def job_role(
@@ -90,7 +90,7 @@ def job_role(
     )
     log_streams = []
     for kind in ("ProcessingJobs", "TrainingJobs"):
-        group = f"arn:{PARTITION}:logs:{REGION}:{ACCOUNT_ID}:log-group:/aws/sagemaker/{kind}"
+        group = pseudo.regional_arn("logs", f"log-group:/aws/sagemaker/{kind}")
         log_streams.append(f"{group}:log-stream:*")
         role.add_to_policy(
             iam.PolicyStatement(
@@ -172,8 +172,9 @@ def grant_state_machine(
         iam.PolicyStatement(
             actions=["events:PutTargets", "events:PutRule", "events:DescribeRule"],
             resources=[
-                f"arn:{PARTITION}:events:{REGION}:{ACCOUNT_ID}:rule/"
-                f"StepFunctionsGetEventsForSageMaker{kind}JobsRule"
+                pseudo.regional_arn(
+                    "events", f"rule/StepFunctionsGetEventsForSageMaker{kind}JobsRule"
+                )
                 for kind in ("Processing", "Training")
             ],
         )

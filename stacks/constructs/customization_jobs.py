@@ -16,6 +16,7 @@ from chatbot_contracts.training import (
     METRIC_DEFINITIONS,
     SPOT_CHECKPOINT_STEPS,
 )
+from stacks.constructs import pseudo
 from stacks.constructs.customization_asl import (
     RunLocations,
     cluster,
@@ -24,7 +25,6 @@ from stacks.constructs.customization_asl import (
     states_array,
     training_channel,
 )
-from stacks.constructs.pseudo import PARTITION
 
 __all__ = ["JobSettings", "evaluate_state", "train_state", "validate_state"]
 
@@ -65,7 +65,7 @@ def _sync_task(
         state_id,
         state_json={
             "Type": "Task",
-            "Resource": f"arn:{PARTITION}:states:::sagemaker:create{job}Job.sync",
+            "Resource": f"arn:{pseudo.partition()}:states:::sagemaker:create{job}Job.sync",
             "Parameters": render(parameters),
             "ResultPath": None,
         },

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from aws_cdk import Acknowledgment, Duration, IgnoreMode, RemovalPolicy, Validations
+from aws_cdk import Acknowledgment, IgnoreMode, RemovalPolicy, Validations
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cognito as cognito
 from aws_cdk import aws_ecr_assets as ecr_assets
@@ -18,6 +18,7 @@ from chatbot_contracts import metrics
 from chatbot_contracts import sessions as schema
 from chatbot_contracts.options import FrontDoorSetting
 from stacks.config import FrontDoorConfig
+from stacks.constructs import durations
 from stacks.constructs.build_context import repository_context_excludes
 from stacks.constructs.front_door_waf import FrontDoorWaf
 from stacks.constructs.hosted_model import HostedModel
@@ -26,16 +27,15 @@ from stacks.constructs.private_network import PrivateNetwork
 from stacks.constructs.session_table import SessionTable
 
 __all__ = [
-    "LAMBDA_ARCHITECTURE",
-    "LAMBDA_TIMEOUT",
-    "STREAM_INTEGRATION_TIMEOUT",
+    "LAMBDA_TIMEOUT_MINUTES",
+    "STREAM_INTEGRATION_TIMEOUT_MINUTES",
     "FrontDoorApi",
 ]
 
-# Named so that they cannot drift between environments.
-LAMBDA_ARCHITECTURE = lambda_.Architecture.ARM_64
-LAMBDA_TIMEOUT = Duration.minutes(15)
-STREAM_INTEGRATION_TIMEOUT = Duration.minutes(15)
+# Named so that they cannot drift between environments (minutes, not Durations: making a
+# Duration is a jsii call, which module import must not make; see stacks.jsii_loads).
+LAMBDA_TIMEOUT_MINUTES = 15
+STREAM_INTEGRATION_TIMEOUT_MINUTES = 15
 LAMBDA_LOGGING_FORMAT = lambda_.LoggingFormat.JSON
 STAGE_NAME = "api"
 
@@ -113,8 +113,8 @@ class FrontDoorApi(Construct):
                 exclude=repository_context_excludes(code_dir.name),
                 ignore_mode=IgnoreMode.DOCKER,
             ),
-            architecture=LAMBDA_ARCHITECTURE,
-            timeout=LAMBDA_TIMEOUT,
+            architecture=lambda_.Architecture.ARM_64,
+            timeout=durations.minutes(LAMBDA_TIMEOUT_MINUTES),
             memory_size=settings.memory_mb,
             reserved_concurrent_executions=settings.reserved_concurrency,
             role=self.role,
@@ -267,7 +267,7 @@ class FrontDoorApi(Construct):
         streaming = apigw.LambdaIntegration(
             self.function,
             response_transfer_mode=apigw.ResponseTransferMode.STREAM,
-            timeout=STREAM_INTEGRATION_TIMEOUT,
+            timeout=durations.minutes(STREAM_INTEGRATION_TIMEOUT_MINUTES),
         )
         buffered = apigw.LambdaIntegration(self.function)
         validator = self.api.add_request_validator(

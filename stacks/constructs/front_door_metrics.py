@@ -7,11 +7,11 @@ from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
 
 from chatbot_contracts.metrics import METRICS_NAMESPACE, Metric, dimensions
+from stacks.constructs import durations
 
 __all__ = ["api_stage_metric", "front_door_metric"]
 
 # One Duration for every metric (each Duration.minutes() is a round trip to the jsii runtime).
-_PERIOD = Duration.minutes(5)
 
 
 def front_door_metric(
@@ -44,7 +44,7 @@ def front_door_metric(
         metric_name=metric.value,
         dimensions_map=dimensions(),
         statistic=statistic,
-        period=period or _PERIOD,
+        period=period or durations.minutes(5),
         label=label,
     )
 
@@ -83,6 +83,6 @@ def api_stage_metric(
         metric_name=metric_name,
         dimensions_map={"ApiName": api_name, "Stage": stage_name},
         statistic=statistic,
-        period=_PERIOD,
+        period=durations.minutes(5),
         label=label,
     )

@@ -10,6 +10,7 @@ from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
 from stacks.config import EndpointAlarmKind, EndpointSettings
+from stacks.constructs import durations
 from stacks.constructs.model_assets_bucket import ModelAssetsBucket
 from stacks.constructs.private_network import PrivateNetwork
 from stacks.constructs.served_model import (
@@ -30,8 +31,6 @@ _LOG_PREFIXES = ("/aws/sagemaker/Endpoints", "/aws/sagemaker/InferenceComponents
 ROLLING_WAIT_S = 600
 ROLLING_TIMEOUT_S = 3600
 # Metric periods, built once (each Duration.minutes() is a round trip to the jsii runtime).
-_PERIOD = Duration.minutes(5)
-_INSTANCE_COUNT_PERIOD = Duration.minutes(1)
 
 
 class InferenceComponentEndpoint(Construct):
@@ -200,7 +199,7 @@ class InferenceComponentEndpoint(Construct):
             metric_name=metric_name,
             dimensions_map={"InferenceComponentName": self.endpoint_name},
             statistic=statistic,
-            period=period or _PERIOD,
+            period=period or durations.minutes(5),
         )
 
     def instance_metric(self, metric_name: str) -> cloudwatch.Metric:
@@ -213,7 +212,7 @@ class InferenceComponentEndpoint(Construct):
                 "VariantName": COMPONENT_VARIANT_NAME,
             },
             statistic="Average",
-            period=_PERIOD,
+            period=durations.minutes(5),
         )
 
     def metric_instance_count(self) -> cloudwatch.Metric:
@@ -226,7 +225,7 @@ class InferenceComponentEndpoint(Construct):
                 "VariantName": COMPONENT_VARIANT_NAME,
             },
             statistic="SampleCount",
-            period=_INSTANCE_COUNT_PERIOD,
+            period=durations.minutes(1),
         )
 
     def _add_alarms(self) -> list[cloudwatch.Alarm]:

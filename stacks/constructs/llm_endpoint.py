@@ -11,10 +11,10 @@ from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
 from stacks.config import EndpointAlarmKind, EndpointSettings, OperationsConfig
+from stacks.constructs import durations, pseudo
 from stacks.constructs.alarm_topic import AlarmTopic
 from stacks.constructs.model_assets_bucket import ModelAssetsBucket
 from stacks.constructs.private_network import PrivateNetwork
-from stacks.constructs.pseudo import ACCOUNT_ID, PARTITION
 from stacks.constructs.served_model import (
     acknowledge_instance_storage,
     add_served_model,
@@ -28,9 +28,6 @@ __all__ = ["INVOKE_ACTIONS", "VARIANT_NAME", "LlmEndpoint"]
 VARIANT_NAME = "AllTraffic"
 INVOKE_ACTIONS = ("sagemaker:InvokeEndpoint", "sagemaker:InvokeEndpointWithResponseStream")
 _ENDPOINT_METRICS_NAMESPACE = "/aws/sagemaker/Endpoints"
-_ALARM_PERIOD = Duration.minutes(5)
-# Each instance reports CPUUtilization once a minute: a minute's sample count is the fleet size.
-_INSTANCE_COUNT_PERIOD = Duration.minutes(1)
 
 
 class LlmEndpoint(Construct):
@@ -189,7 +186,7 @@ class LlmEndpoint(Construct):
             role=iam.Role.from_role_arn(
                 self,
                 "AutoScalingServiceLinkedRole",
-                f"arn:{PARTITION}:iam::{ACCOUNT_ID}:role/aws-service-role/"
+                f"arn:{pseudo.partition()}:iam::{pseudo.account_id()}:role/aws-service-role/"
                 "sagemaker.application-autoscaling.amazonaws.com/"
                 "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint",
             ),
@@ -216,7 +213,7 @@ class LlmEndpoint(Construct):
         *,
         statistic: str,
         namespace: str = "AWS/SageMaker",
-        period: Duration = _ALARM_PERIOD,
+        period: Duration | None = None,
     ) -> cloudwatch.Metric:
         """A metric of this endpoint's variant (``AWS/SageMaker`` or the instance namespace).
 
@@ -242,7 +239,7 @@ class LlmEndpoint(Construct):
             metric_name=metric_name,
             dimensions_map={"EndpointName": self.endpoint_name, "VariantName": VARIANT_NAME},
             statistic=statistic,
-            period=period,
+            period=period or durations.minutes(5),
         )
 
     def instance_metric(self, metric_name: str) -> cloudwatch.Metric:
@@ -255,7 +252,9 @@ class LlmEndpoint(Construct):
             "CPUUtilization",
             statistic="SampleCount",
             namespace=_ENDPOINT_METRICS_NAMESPACE,
-            period=_INSTANCE_COUNT_PERIOD,
+            # Each instance reports CPUUtilization once a minute: a minute's sample count is
+            # the fleet size.
+            period=durations.minutes(1),
         )
 
     def _alarm_name(self, kind: EndpointAlarmKind) -> str:

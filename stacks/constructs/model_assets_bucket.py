@@ -8,7 +8,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from stacks.constructs.pseudo import ACCOUNT_ID, PARTITION, REGION
+from stacks.constructs import pseudo
 
 __all__ = ["MODELS_PREFIX", "ModelAssetsBucket"]
 
@@ -39,7 +39,8 @@ class ModelAssetsBucket(Construct):
         # A predictable name: operators stage weights into it by name, and endpoint roles in
         # other stacks of the same account and region scope their grants to it without a
         # cross-stack export (a bucket holding weights is never meant to be replaced).
-        self.bucket_physical_name = f"chatbot-{env_name}-assets-{ACCOUNT_ID}-{REGION}"
+        account, region = pseudo.account_id(), pseudo.region()
+        self.bucket_physical_name = f"chatbot-{env_name}-assets-{account}-{region}"
         removal_policy = RemovalPolicy.RETAIN if protect_data else RemovalPolicy.DESTROY
         self.key = kms.Key(
             self,
@@ -86,7 +87,7 @@ class ModelAssetsBucket(Construct):
     @property
     def bucket_arn(self) -> str:
         """The bucket's ARN, built from its name so other stacks need no export."""
-        return f"arn:{PARTITION}:s3:::{self.bucket_physical_name}"
+        return f"arn:{pseudo.partition()}:s3:::{self.bucket_physical_name}"
 
     def model_prefix(self, weights_name: str) -> str:
         """Key prefix of one model's weights, ``models/<name>/``."""

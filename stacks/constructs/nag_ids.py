@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stacks.constructs.pseudo import ACCOUNT_ID, PARTITION, REGION
+from stacks.constructs import pseudo
 
 __all__ = ["nag_resource_id"]
 
@@ -24,9 +24,9 @@ def nag_resource_id(rule: str, resource: str) -> str:
         the validation plugin's name, then the finding, as synth's report spells it.
     """
     for token, name in (
-        (PARTITION, "AWS::Partition"),
-        (REGION, "AWS::Region"),
-        (ACCOUNT_ID, "AWS::AccountId"),
+        (pseudo.partition(), "AWS::Partition"),
+        (pseudo.region(), "AWS::Region"),
+        (pseudo.account_id(), "AWS::AccountId"),
     ):
         resource = resource.replace(token, f"<{name}>")
     return f"{rule.split('-')[0]}::{rule}[Resource::{resource}]"

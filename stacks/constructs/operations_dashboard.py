@@ -16,14 +16,13 @@ from constructs import Construct
 
 from chatbot_contracts.metrics import Metric
 from stacks.config import ThresholdsConfig
+from stacks.constructs import durations
 from stacks.constructs.front_door_metrics import api_stage_metric, front_door_metric
 from stacks.constructs.hosted_model import HostedModel
 from stacks.constructs.service_alarms import SESSION_TABLE_OPERATIONS
 
 __all__ = ["OperationsDashboard"]
 
-_PERIOD = Duration.minutes(5)
-_CONCURRENCY_PERIOD = Duration.minutes(1)
 _WIDTH = 6
 _HEIGHT = 6
 
@@ -122,7 +121,9 @@ class OperationsDashboard(Construct):
                 [
                     api("4XXError", "API 4xx"),
                     api("5XXError", "API 5xx"),
-                    function.metric_errors(statistic="Sum", period=_PERIOD, label="Lambda errors"),
+                    function.metric_errors(
+                        statistic="Sum", period=durations.minutes(5), label="Lambda errors"
+                    ),
                     front_door_metric(Metric.ERRORS, statistic="Sum", label="Failed turns"),
                 ],
             ),
@@ -143,7 +144,7 @@ class OperationsDashboard(Construct):
                         expression="tokens / PERIOD(tokens)",
                         using_metrics={"tokens": tokens},
                         label="tokens/s",
-                        period=_PERIOD,
+                        period=durations.minutes(5),
                     )
                 ],
             ),
@@ -182,11 +183,11 @@ class OperationsDashboard(Construct):
                     function.metric(
                         "ConcurrentExecutions",
                         statistic="Maximum",
-                        period=_CONCURRENCY_PERIOD,
+                        period=durations.minutes(1),
                         label="concurrent executions",
                     )
                 ],
-                right=[function.metric_throttles(statistic="Sum", period=_PERIOD)],
+                right=[function.metric_throttles(statistic="Sum", period=durations.minutes(5))],
                 annotations=[
                     cloudwatch.HorizontalAnnotation(
                         value=reserved_concurrency, label="reserved concurrency"
@@ -196,9 +197,15 @@ class OperationsDashboard(Construct):
             _graph(
                 "Lambda duration (ms)",
                 [
-                    function.metric_duration(statistic="p50", period=_PERIOD, label="p50"),
-                    function.metric_duration(statistic="p99", period=_PERIOD, label="p99"),
-                    function.metric_duration(statistic="Maximum", period=_PERIOD, label="max"),
+                    function.metric_duration(
+                        statistic="p50", period=durations.minutes(5), label="p50"
+                    ),
+                    function.metric_duration(
+                        statistic="p99", period=durations.minutes(5), label="p99"
+                    ),
+                    function.metric_duration(
+                        statistic="Maximum", period=durations.minutes(5), label="max"
+                    ),
                 ],
             ),
         ]
@@ -253,20 +260,28 @@ class OperationsDashboard(Construct):
             _graph(
                 "Sessions table: consumed capacity",
                 [
-                    table.metric_consumed_read_capacity_units(statistic="Sum", period=_PERIOD),
-                    table.metric_consumed_write_capacity_units(statistic="Sum", period=_PERIOD),
+                    table.metric_consumed_read_capacity_units(
+                        statistic="Sum", period=durations.minutes(5)
+                    ),
+                    table.metric_consumed_write_capacity_units(
+                        statistic="Sum", period=durations.minutes(5)
+                    ),
                 ],
                 width=12,
             ),
             _graph(
                 "Sessions table: throttles and system errors",
                 [
-                    table.metric("ReadThrottleEvents", statistic="Sum", period=_PERIOD),
-                    table.metric("WriteThrottleEvents", statistic="Sum", period=_PERIOD),
+                    table.metric(
+                        "ReadThrottleEvents", statistic="Sum", period=durations.minutes(5)
+                    ),
+                    table.metric(
+                        "WriteThrottleEvents", statistic="Sum", period=durations.minutes(5)
+                    ),
                 ],
                 right=[
                     table.metric_system_errors_for_operations(
-                        operations=list(SESSION_TABLE_OPERATIONS), period=_PERIOD
+                        operations=list(SESSION_TABLE_OPERATIONS), period=durations.minutes(5)
                     )
                 ],
                 width=12,

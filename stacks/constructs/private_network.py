@@ -11,20 +11,29 @@ from constructs import Construct
 from stacks.config import NetworkConfig
 from stacks.constructs.log_retention import retention_days
 
-__all__ = ["HTTPS", "INTERFACE_ENDPOINT_SERVICES", "PrivateNetwork"]
+__all__ = ["PrivateNetwork", "interface_endpoint_services"]
 
-HTTPS = ec2.Port.tcp(443)
-# What the front door and the endpoints' hosts call (besides S3 and DynamoDB, which have
-# gateway endpoints): invoking the endpoints, logs and metrics, KMS for the bucket's key,
-# traces, and STS for role credentials.
-INTERFACE_ENDPOINT_SERVICES = {
-    "SageMakerRuntime": ec2.InterfaceVpcEndpointAwsService.SAGEMAKER_RUNTIME,
-    "Logs": ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_LOGS,
-    "Monitoring": ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_MONITORING,
-    "Kms": ec2.InterfaceVpcEndpointAwsService.KMS,
-    "XRay": ec2.InterfaceVpcEndpointAwsService.XRAY,
-    "Sts": ec2.InterfaceVpcEndpointAwsService.STS,
-}
+_HTTPS_PORT = 443
+
+
+def interface_endpoint_services() -> dict[str, ec2.InterfaceVpcEndpointAwsService]:
+    """The interface endpoints' services, by construct id prefix.
+
+    What the front door and the endpoints' hosts call (besides S3 and DynamoDB, which have
+    gateway endpoints): invoking the endpoints, logs and metrics, KMS for the bucket's key,
+    traces, and STS for role credentials. A function: each service is a jsii call, which
+    module import must not make (stacks.jsii_loads).
+    """
+    services = ec2.InterfaceVpcEndpointAwsService
+    return {
+        "SageMakerRuntime": services.SAGEMAKER_RUNTIME,
+        "Logs": services.CLOUDWATCH_LOGS,
+        "Monitoring": services.CLOUDWATCH_MONITORING,
+        "Kms": services.KMS,
+        "XRay": services.XRAY,
+        "Sts": services.STS,
+    }
+
 
 _ENI_ACTIONS = {
     # What a VPC-attached Lambda function's role needs to manage its ENIs.
@@ -134,13 +143,13 @@ class PrivateNetwork(Construct):
         )
         for client in (self.function_security_group, self.endpoint_hosts_security_group):
             self.vpc_endpoints_security_group.add_ingress_rule(
-                client, HTTPS, f"HTTPS from {client.node.id}"
+                client, ec2.Port.tcp(_HTTPS_PORT), f"HTTPS from {client.node.id}"
             )
 
         self.interface_endpoints: dict[str, ec2.InterfaceVpcEndpoint] = {}
         self.gateway_endpoints: dict[str, ec2.GatewayVpcEndpoint] = {}
         if settings.create_vpc_endpoints:
-            for name, service in INTERFACE_ENDPOINT_SERVICES.items():
+            for name, service in interface_endpoint_services().items():
                 self.interface_endpoints[name] = self.vpc.add_interface_endpoint(
                     f"{name}Endpoint",
                     service=service,
@@ -163,7 +172,9 @@ class PrivateNetwork(Construct):
         )
         # Any address on 443: the subnets route nowhere but to the VPC endpoints and the
         # S3/DynamoDB gateways, whose prefix lists synth cannot look up without calling AWS.
-        group.add_egress_rule(ec2.Peer.any_ipv4(), HTTPS, "HTTPS to VPC and gateway endpoints")
+        group.add_egress_rule(
+            ec2.Peer.any_ipv4(), ec2.Port.tcp(_HTTPS_PORT), "HTTPS to VPC and gateway endpoints"
+        )
         return group
 
     def grant_eni_management(self, role: iam.IRole, *, service: str) -> None:

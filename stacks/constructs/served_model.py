@@ -14,10 +14,10 @@ from constructs import Construct
 
 from chatbot_contracts.options import PROPERTIES_PATH_ENV, ServingOption
 from stacks.config import EndpointSettings
+from stacks.constructs import pseudo
 from stacks.constructs.model_assets_bucket import ModelAssetsBucket
 from stacks.constructs.nag_ids import nag_resource_id
 from stacks.constructs.private_network import PrivateNetwork
-from stacks.constructs.pseudo import ACCOUNT_ID, PARTITION, REGION
 from stacks.constructs.serving_artifacts import MODEL_DIR, ServingArtifacts
 
 __all__ = ["ServedModel", "add_served_model", "container_environment"]
@@ -189,7 +189,7 @@ def grant_own_logs_and_metrics(
         ``"instance"``.
     """
     log_groups = [
-        f"arn:{PARTITION}:logs:{REGION}:{ACCOUNT_ID}:log-group:{namespace}/{endpoint_name}"
+        pseudo.regional_arn("logs", f"log-group:{namespace}/{endpoint_name}")
         for namespace in namespaces
     ]
     log_streams = [f"{group}:log-stream:*" for group in log_groups]

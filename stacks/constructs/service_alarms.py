@@ -12,13 +12,13 @@ from constructs import Construct
 
 from chatbot_contracts.metrics import Metric
 from stacks.config import ThresholdsConfig
+from stacks.constructs import durations
 from stacks.constructs.alarm_topic import AlarmTopic
 from stacks.constructs.front_door_metrics import api_stage_metric, front_door_metric
 from stacks.constructs.hosted_model import HostedModel
 
 __all__ = ["SESSION_TABLE_OPERATIONS", "ServiceAlarms"]
 
-_PERIOD = Duration.minutes(5)
 _AT_LEAST = cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD
 _ABOVE = cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD
 # The operations the front door performs on the session table (SystemErrors is per operation).
@@ -82,20 +82,20 @@ class ServiceAlarms(Construct):
         self.lambda_errors = self._alarm(
             "front-door-errors",
             "front-door Lambda invocations failed",
-            function.metric_errors(statistic="Sum", period=_PERIOD),
+            function.metric_errors(statistic="Sum", period=durations.minutes(5)),
             t.lambda_errors_per_5min,
         )
         self.lambda_throttles = self._alarm(
             "front-door-throttles",
             "front-door Lambda throttled (reserved concurrency reached)",
-            function.metric_throttles(statistic="Sum", period=_PERIOD),
+            function.metric_throttles(statistic="Sum", period=durations.minutes(5)),
             t.lambda_throttles_per_5min,
         )
         self.lambda_duration = self._alarm(
             "front-door-duration",
             f"a front-door invocation ran past {t.lambda_duration_share_of_timeout:.0%} of its "
             "timeout",
-            function.metric_duration(statistic="Maximum", period=_PERIOD),
+            function.metric_duration(statistic="Maximum", period=durations.minutes(5)),
             duration_limit_ms,
             comparison=_ABOVE,
         )
@@ -117,11 +117,15 @@ class ServiceAlarms(Construct):
         throttles = cloudwatch.MathExpression(
             expression="reads + writes",
             using_metrics={
-                "reads": table.metric("ReadThrottleEvents", statistic="Sum", period=_PERIOD),
-                "writes": table.metric("WriteThrottleEvents", statistic="Sum", period=_PERIOD),
+                "reads": table.metric(
+                    "ReadThrottleEvents", statistic="Sum", period=durations.minutes(5)
+                ),
+                "writes": table.metric(
+                    "WriteThrottleEvents", statistic="Sum", period=durations.minutes(5)
+                ),
             },
             label="Throttle events",
-            period=_PERIOD,
+            period=durations.minutes(5),
         )
         self.table_throttles = self._alarm(
             "sessions-throttles",
@@ -130,7 +134,7 @@ class ServiceAlarms(Construct):
             t.dynamodb_throttles_per_5min,
         )
         system_errors = table.metric_system_errors_for_operations(
-            operations=list(SESSION_TABLE_OPERATIONS), period=_PERIOD
+            operations=list(SESSION_TABLE_OPERATIONS), period=durations.minutes(5)
         )
         self.table_system_errors = self._alarm(
             "sessions-system-errors",

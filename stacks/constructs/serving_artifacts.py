@@ -10,9 +10,9 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_deployment as s3_deployment
 from constructs import Construct
 
+from stacks.constructs import pseudo
 from stacks.constructs.model_assets_bucket import ModelAssetsBucket
 from stacks.constructs.nag_ids import nag_resource_id
-from stacks.constructs.pseudo import PARTITION
 
 __all__ = ["MODEL_DIR", "SERVING_DIR", "ServingArtifacts", "artifacts_digest"]
 
@@ -165,7 +165,7 @@ class ServingArtifacts(Construct):
             Acknowledgment(
                 id=nag_resource_id(
                     "AwsSolutions-IAM5",
-                    f"arn:{PARTITION}:s3:::cdk-hnb659fds-assets-{stack.account}-{stack.region}/*",
+                    f"arn:{pseudo.partition()}:s3:::cdk-hnb659fds-assets-{stack.account}-{stack.region}/*",
                 ),
                 reason="Read access to the CDK bootstrap staging bucket, from which the "
                 "deployment handler takes the artifact asset.",

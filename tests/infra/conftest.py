@@ -34,7 +34,7 @@ class Synthesized:
 
 def synthesize_all(outdir: Path) -> Synthesized:
     """Synthesize dev, staging and prod in one app (one jsii synth) into ``outdir``."""
-    from app import build_app
+    from stacks.app import build_app
     from stacks.stage import SourcePaths
 
     sources = SourcePaths.from_repository(REPO_ROOT)

@@ -205,7 +205,7 @@ def test_inference_image_gets_the_regional_dlc_base_image(synthesized: Synthesiz
 def test_cdk_nag_is_active_and_fails_synth_on_a_finding(tmp_path: Any) -> None:
     from aws_cdk import aws_sqs as sqs
 
-    from app import build_app
+    from stacks.app import build_app
     from stacks.stage import ChatbotStage, SourcePaths
 
     sources = SourcePaths.from_repository(REPO_ROOT)

@@ -255,7 +255,7 @@ def test_index_named_by_url_is_refused_but_model_id_is_the_apps(tmp_path: Path) 
 
 
 def test_network_isolation_refusal_fails_the_stage(tmp_path: Path) -> None:
-    from app import build_app
+    from stacks.app import build_app
     from stacks.stage import SourcePaths
 
     sources = SourcePaths.from_repository(REPO_ROOT)
