@@ -19,6 +19,8 @@ const fs = require('fs');
 const path = require('path');
 const vm = require('vm');
 
+const DYNAMIC_IMPORT = /\bimport\s*\(/;
+
 function install(directory) {
   const root = path.join(directory, `v${process.versions.v8}`);
   try {
@@ -27,11 +29,16 @@ function install(directory) {
     return;
   }
   const toWrite = [];
-  const importModuleDynamically = vm.constants && vm.constants.USE_MAIN_CONTEXT_DEFAULT_LOADER;
   const compileFromSource = Module.prototype._compile;
 
   Module.prototype._compile = function compileWithCodeCache(content, filename) {
-    if (typeof content !== 'string' || typeof filename !== 'string' || !filename.endsWith('.js')) {
+    if (
+      typeof content !== 'string' ||
+      typeof filename !== 'string' ||
+      !filename.endsWith('.js') ||
+      // vm.Script on Node 20 cannot run import() as a module would; node compiles those itself.
+      (content.includes('import') && DYNAMIC_IMPORT.test(content))
+    ) {
       return compileFromSource.call(this, content, filename);
     }
     // A leading hashbang is legal only at the very start of a script, not inside the wrapper.
@@ -43,11 +50,7 @@ function install(directory) {
     } catch {
       cachedData = undefined;
     }
-    const script = new vm.Script(Module.wrap(source), {
-      filename,
-      cachedData,
-      importModuleDynamically,
-    });
+    const script = new vm.Script(Module.wrap(source), { filename, cachedData });
     if (cachedData === undefined || script.cachedDataRejected) {
       toWrite.push([script, file]);
     }
