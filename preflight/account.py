@@ -257,27 +257,17 @@ def check_bootstrap(ctx: AccountContext) -> list[CheckResult]:
 # --- SageMaker quotas ----------------------------------------------------------------------
 
 
-def _max_instances(count: int, scaling_max: int | None) -> int:
-    return scaling_max if scaling_max is not None else count
-
-
 def endpoint_instance_needs(config: EnvironmentConfig) -> Counter[str]:
-    """Instances per type the endpoints can scale to, summed over both endpoints.
+    """Instances per type both endpoints can run at once, roll-outs included.
 
-    With the customization section on, the chat endpoint's blue/green roll-out runs a second
-    (green) fleet as large as the first before the old one is terminated.
+    Per endpoint :attr:`~stacks.config.EndpointSettings.max_instances`: a plain endpoint's
+    blue/green update runs a green fleet as large as the blue one (both endpoints update in
+    the same deploy); an inference component's endpoint never exceeds its managed-scaling
+    maximum, which leaves room for the one copy a rolling step adds.
     """
     needs: Counter[str] = Counter()
     for settings in (config.chat, config.moderation):
-        scaling_max = settings.scaling.max_instances if settings.scaling else None
-        needs[settings.instance_type] += _max_instances(
-            settings.initial_instance_count, scaling_max
-        )
-    if config.customization is not None:
-        chat = config.chat
-        needs[chat.instance_type] += _max_instances(
-            chat.initial_instance_count, chat.scaling.max_instances if chat.scaling else None
-        )
+        needs[settings.instance_type] += settings.max_instances
     return needs
 
 

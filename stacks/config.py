@@ -58,6 +58,9 @@ MAX_WEIGHT_SHARE_OF_GPU_MEMORY = 0.9
 
 # Share of a copy's slice of host memory it reserves; SageMaker's agents keep the rest.
 HOST_MEMORY_SHARE_FOR_COPIES = 0.9
+# Copies an inference component's rolling update (and its rollback) replaces per step: SageMaker
+# starts the new copy before it stops an old one, so the fleet needs room for one more.
+ROLLING_BATCH_COPIES = 1
 
 # CloudWatch Logs accepts only these retention periods.
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827)
@@ -253,6 +256,22 @@ class EndpointSettings(_Frozen):
     def instances_for(self, copies: int) -> int:
         """Instances needed to place ``copies`` copies (0 for 0)."""
         return math.ceil(copies / self.copies_per_instance)
+
+    @property
+    def max_instances(self) -> int:
+        """Most instances this endpoint can run at once, during a roll-out included.
+
+        Plain endpoints: blue/green updates start a green fleet as large as the blue one before
+        the blue one stops, so twice the fleet at its scaling maximum. Inference components:
+        the endpoint's ``ManagedInstanceScaling`` maximum, which leaves room for
+        ``max_copies`` plus the :data:`ROLLING_BATCH_COPIES` a rolling update or its rollback
+        runs beside them.
+        """
+        if self.component is not None:
+            copies = self.component.max_copies + ROLLING_BATCH_COPIES
+            return max(self.instances_for(copies), self.initial_instance_count)
+        fleet = self.scaling.max_instances if self.scaling else self.initial_instance_count
+        return 2 * fleet
 
     @model_validator(mode="after")
     def _fits_instance(self) -> EndpointSettings:

@@ -9,7 +9,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
-from stacks.config import EndpointAlarmKind, EndpointSettings
+from stacks.config import ROLLING_BATCH_COPIES, EndpointAlarmKind, EndpointSettings
 from stacks.constructs import durations
 from stacks.constructs.model_assets_bucket import ModelAssetsBucket
 from stacks.constructs.private_network import PrivateNetwork
@@ -101,9 +101,7 @@ class InferenceComponentEndpoint(Construct):
         self.min_instances = (
             0 if allow_zero_instances else settings.instances_for(component.min_copies)
         )
-        self.max_instances = max(
-            settings.instances_for(component.max_copies), settings.initial_instance_count
-        )
+        self.max_instances = settings.max_instances
         self.cfn_endpoint_config = sagemaker.CfnEndpointConfig(
             self,
             "EndpointConfig",
@@ -173,14 +171,18 @@ class InferenceComponentEndpoint(Construct):
     def _deployment_config(
         self,
     ) -> sagemaker.CfnInferenceComponent.InferenceComponentDeploymentConfigProperty:
+        # One copy per step, forward and back: the endpoint's instance maximum leaves room for
+        # exactly that (EndpointSettings.max_instances). Without a rollback batch size,
+        # SageMaker restores every old copy at once.
         one_copy = sagemaker.CfnInferenceComponent.InferenceComponentCapacitySizeProperty(
-            type="COPY_COUNT", value=1
+            type="COPY_COUNT", value=ROLLING_BATCH_COPIES
         )
         return sagemaker.CfnInferenceComponent.InferenceComponentDeploymentConfigProperty(
             rolling_update_policy=sagemaker.CfnInferenceComponent.InferenceComponentRollingUpdatePolicyProperty(
                 maximum_batch_size=one_copy,
                 wait_interval_in_seconds=ROLLING_WAIT_S,
                 maximum_execution_timeout_in_seconds=ROLLING_TIMEOUT_S,
+                rollback_maximum_batch_size=one_copy,
             ),
             auto_rollback_configuration=sagemaker.CfnInferenceComponent.AutoRollbackConfigurationProperty(
                 alarms=[

@@ -53,6 +53,15 @@ def test_issue_settings_per_environment(cdk_json_context: dict[str, Any]) -> Non
     assert prod.protect_data is True
 
 
+def test_max_instances_cover_the_roll_outs(cdk_json_context: dict[str, Any]) -> None:
+    dev, staging, prod = (load_environment(cdk_json_context, e) for e in ("dev", "staging", "prod"))
+    # Components: max_copies plus the copy a rolling step adds, one copy per instance here.
+    assert (dev.chat.max_instances, dev.moderation.max_instances) == (1 + 1, 1 + 1)
+    assert (staging.chat.max_instances, staging.moderation.max_instances) == (2 + 1, 2 + 1)
+    # Plain endpoints: the green fleet beside the blue one, both at the scaling maximum.
+    assert (prod.chat.max_instances, prod.moderation.max_instances) == (2 * 8, 2 * 4)
+
+
 def test_settings_are_frozen(cdk_json_context: dict[str, Any]) -> None:
     config = load_environment(cdk_json_context, "dev")
     with pytest.raises(ValueError, match="frozen"):

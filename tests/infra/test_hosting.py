@@ -220,10 +220,11 @@ def test_dev_hosts_components_that_scale_to_zero(synthesized: Synthesized) -> No
         assert "ExecutionRoleArn" in config["Properties"]
         (variant,) = config["Properties"]["ProductionVariants"]
         assert "ModelName" not in variant
+        # One copy at most, and room for the one a rolling update starts beside it.
         assert variant["ManagedInstanceScaling"] == {
             "Status": "ENABLED",
             "MinInstanceCount": 0,
-            "MaxInstanceCount": 1,
+            "MaxInstanceCount": 2,
         }
     targets = _resources(inference, "AWS::ApplicationAutoScaling::ScalableTarget")
     assert len(targets) == 2
@@ -382,6 +383,9 @@ class TestInferenceComponentEndpoint:
                         "MaximumBatchSize": {"Type": "COPY_COUNT", "Value": 1},
                         "WaitIntervalInSeconds": 600,
                         "MaximumExecutionTimeoutInSeconds": 3600,
+                        # Not SageMaker's default of every old copy at once: the endpoint's
+                        # instance maximum has room for one copy more, not for a second fleet.
+                        "RollbackMaximumBatchSize": {"Type": "COPY_COUNT", "Value": 1},
                     },
                     "AutoRollbackConfiguration": {
                         "Alarms": [

@@ -122,10 +122,11 @@ def _without_applied(quotas: dict[str, Any], service: str, name: str) -> dict[st
 
 def test_endpoint_quota_below_the_scaled_fleet_fails(account: PreparedAccount) -> None:
     quotas = _without_applied(account.quotas, "sagemaker", "ml.g5.2xlarge for endpoint usage")
-    # dev: chat 1 + moderation 1 + the chat fleet again for the blue/green roll-out.
+    # dev: chat and moderation components of one copy each, plus the one instance each
+    # endpoint's rolling update starts beside it.
     assert only(run(account.context(quotas=quotas), "quota endpoints")) == [
-        "FAIL  quota ml.g5.2xlarge for endpoint usage: quota 0 < 3 needed: request an increase "
-        "(Service Quotas console, SageMaker, 'ml.g5.2xlarge for endpoint usage') to at least 3"
+        "FAIL  quota ml.g5.2xlarge for endpoint usage: quota 0 < 4 needed: request an increase "
+        "(Service Quotas console, SageMaker, 'ml.g5.2xlarge for endpoint usage') to at least 4"
     ]
 
 
@@ -137,10 +138,12 @@ def test_prod_needs_the_maximum_instances_of_both_endpoints(moto_url: str) -> No
             quota["Value"] = 7.0
     results = run(prepared.context(quotas={"sagemaker": quotas["sagemaker"]}), "quota endpoints")
     assert [r.line for r in results] == [
-        # chat 8 at most, twice with the customization blue/green roll-out.
+        # chat 8 at most, twice while a blue/green update runs the green fleet beside it.
         "FAIL  quota ml.g5.12xlarge for endpoint usage: quota 7 < 16 needed: request an increase "
         "(Service Quotas console, SageMaker, 'ml.g5.12xlarge for endpoint usage') to at least 16",
-        "ok    quota ml.g5.2xlarge for endpoint usage: quota 4 >= 4 needed",
+        # moderation 4 at most, twice the same way.
+        "FAIL  quota ml.g5.2xlarge for endpoint usage: quota 4 < 8 needed: request an increase "
+        "(Service Quotas console, SageMaker, 'ml.g5.2xlarge for endpoint usage') to at least 8",
     ]
 
 
