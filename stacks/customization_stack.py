@@ -13,6 +13,7 @@ from constructs import Construct
 from stacks.constructs.build_context import repository_context_excludes
 from stacks.constructs.customization_pipeline import CustomizationPipeline
 from stacks.constructs.model_assets_bucket import ModelAssetsBucket
+from stacks.constructs.private_network import PrivateNetwork
 
 __all__ = ["CustomizationStack"]
 
@@ -43,6 +44,8 @@ class CustomizationStack(Stack):
         Managed spot training with checkpoints.
     training_hyperparameters, evaluation_tensor_parallel_degree, evaluation_max_model_len:
         Default training hyperparameters; the chat endpoint's vLLM settings for evaluation.
+    network:
+        The environment's private network, where it has one: the jobs run isolated in it.
     **stack_kwargs:
         Passed to :class:`aws_cdk.Stack`.
     """
@@ -64,6 +67,7 @@ class CustomizationStack(Stack):
         training_hyperparameters: Mapping[str, str] | None = None,
         evaluation_tensor_parallel_degree: int = 1,
         evaluation_max_model_len: int = 2048,
+        network: PrivateNetwork | None = None,
         **stack_kwargs: Any,
     ) -> None:
         super().__init__(scope, construct_id, **stack_kwargs)
@@ -93,4 +97,5 @@ class CustomizationStack(Stack):
             training_hyperparameters=training_hyperparameters,
             evaluation_tensor_parallel_degree=evaluation_tensor_parallel_degree,
             evaluation_max_model_len=evaluation_max_model_len,
+            network=network,
         )

@@ -160,6 +160,7 @@ class ChatbotStage(Stage):
                 training_hyperparameters=config.customization.training.hyperparameters(),
                 evaluation_tensor_parallel_degree=config.chat.tensor_parallel_degree,
                 evaluation_max_model_len=config.chat.model.max_model_len,
+                network=network,
                 termination_protection=config.protect_data,
                 description=f"chatbot {config.name}: customization pipeline",
             )

@@ -26,10 +26,30 @@ from stacks.constructs.customization_asl import (
     training_channel,
 )
 
-__all__ = ["JobSettings", "evaluate_state", "train_state", "validate_state"]
+__all__ = ["JobNetwork", "JobSettings", "evaluate_state", "train_state", "validate_state"]
 
 _PROCESSING = "/opt/ml/processing"
 _OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+@dataclass(frozen=True, slots=True)
+class JobNetwork:
+    """Where the jobs run in an environment with a private network.
+
+    Attributes
+    ----------
+    subnet_ids:
+        The network's private subnets.
+    security_group_id:
+        The jobs' group: HTTPS out to the VPC endpoints and gateways only.
+    """
+
+    subnet_ids: tuple[str, ...]
+    security_group_id: str
+
+    def vpc_config(self) -> dict[str, Any]:
+        """The ``VpcConfig`` of a training or processing job."""
+        return {"SecurityGroupIds": [self.security_group_id], "Subnets": list(self.subnet_ids)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +68,10 @@ class JobSettings:
         ``s3://`` prefix of the base model's weights.
     key_arn:
         KMS key of the assets bucket, for job outputs.
+    network:
+        The private network the jobs run in, network-isolated (their containers open no
+        connection; SageMaker moves inputs, outputs and checkpoints through the VPC's S3
+        gateway); ``None``: SageMaker's default networking.
     """
 
     run: RunLocations
@@ -55,6 +79,24 @@ class JobSettings:
     image_uri: str
     base_uri: str
     key_arn: str
+    network: JobNetwork | None = None
+
+    def training_network(self) -> dict[str, Any]:
+        """A training job's network settings (none without a private network)."""
+        if self.network is None:
+            return {}
+        return {"EnableNetworkIsolation": True, "VpcConfig": self.network.vpc_config()}
+
+    def processing_network(self) -> dict[str, Any]:
+        """A processing job's ``NetworkConfig`` (none without a private network)."""
+        if self.network is None:
+            return {}
+        return {
+            "NetworkConfig": {
+                "EnableNetworkIsolation": True,
+                "VpcConfig": self.network.vpc_config(),
+            }
+        }
 
 
 def _sync_task(
@@ -134,6 +176,7 @@ def validate_state(scope: Construct, jobs: JobSettings, *, instance_type: str) -
             "ProcessingResources": cluster(instance_type),
             "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
             "Environment": _OFFLINE_ENV,
+            **jobs.processing_network(),
         },
     )
 
@@ -227,6 +270,7 @@ def train_state(
             "StoppingCondition": stopping,
             "Environment": _OFFLINE_ENV,
             **spot,
+            **jobs.training_network(),
         },
     )
 
@@ -305,5 +349,6 @@ def evaluate_state(
             "ProcessingResources": cluster(instance_type),
             "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
             "Environment": _OFFLINE_ENV,
+            **jobs.processing_network(),
         },
     )

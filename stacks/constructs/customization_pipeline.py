@@ -15,12 +15,14 @@ from constructs import Construct
 from stacks.constructs.customization_asl import CUSTOMIZATION_PREFIX, RunLocations, states_format
 from stacks.constructs.customization_iam import grant_state_machine, job_role, sagemaker_arn
 from stacks.constructs.customization_jobs import (
+    JobNetwork,
     JobSettings,
     evaluate_state,
     train_state,
     validate_state,
 )
 from stacks.constructs.model_assets_bucket import ModelAssetsBucket
+from stacks.constructs.private_network import PrivateNetwork
 
 __all__ = ["CUSTOMIZATION_PREFIX", "CustomizationPipeline"]
 
@@ -61,6 +63,9 @@ class CustomizationPipeline(Construct):
         The chat endpoint's vLLM settings, with which the evaluation job generates.
     max_training_time:
         Training job limit (and spot wait limit: twice that).
+    network:
+        The environment's private network, where it has one: the jobs then run in its
+        subnets, network-isolated, in a client group of their own.
     """
 
     def __init__(
@@ -81,6 +86,7 @@ class CustomizationPipeline(Construct):
         evaluation_tensor_parallel_degree: int = 1,
         evaluation_max_model_len: int = 2048,
         max_training_time: Duration | None = None,
+        network: PrivateNetwork | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         self.name_prefix = f"chatbot-{env_name}-cust"
@@ -104,12 +110,23 @@ class CustomizationPipeline(Construct):
         # The run id comes from the execution input, so names and S3 URIs are built at run
         # time with States.Format.
         run = RunLocations(bucket=assets_bucket.bucket_physical_name, name_prefix=self.name_prefix)
+        job_network = None
+        if network is not None:
+            self.jobs_security_group = network.add_client(
+                "CustomizationJobsSecurityGroup", "customization jobs (network-isolated)"
+            )
+            network.grant_eni_management(self.job_role, service="sagemaker")
+            job_network = JobNetwork(
+                subnet_ids=tuple(subnet.subnet_id for subnet in network.subnets),
+                security_group_id=self.jobs_security_group.security_group_id,
+            )
         jobs = JobSettings(
             run=run,
             role_arn=self.job_role.role_arn,
             image_uri=training_image.image_uri,
             base_uri=assets_bucket.model_uri(base_weights_name),
             key_arn=assets_bucket.key.key_arn,
+            network=job_network,
         )
         validate = validate_state(self, jobs, instance_type=processing_instance_type)
         train = train_state(

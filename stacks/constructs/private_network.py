@@ -63,10 +63,11 @@ class PrivateNetwork(Construct):
     """Private subnets with no route to the internet, reaching AWS through VPC endpoints.
 
     The VPC is created (isolated subnets only: no internet gateway, no NAT) or imported by id.
-    Three security groups say who talks to whom: the front door and the endpoints' hosts may
-    open HTTPS connections (and nothing else) out of the VPC's subnets, where only the VPC
-    endpoints and the S3/DynamoDB gateway routes lead; the interface endpoints accept HTTPS
-    from those two groups only. Flow logs record all traffic into CloudWatch Logs.
+    Security groups say who talks to whom: the client groups (the front door's, the endpoints'
+    hosts', and any :meth:`add_client` adds, e.g. the customization jobs') may open HTTPS
+    connections (and nothing else) out of the VPC's subnets, where only the VPC endpoints and
+    the S3/DynamoDB gateway routes lead; the interface endpoints accept HTTPS from those
+    groups only. Flow logs record all traffic into CloudWatch Logs.
 
     Parameters
     ----------
@@ -127,24 +128,18 @@ class PrivateNetwork(Construct):
             traffic_type=ec2.FlowLogTrafficType.ALL,
         )
 
-        self.function_security_group = self._egress_only_group(
-            "FunctionSecurityGroup", f"chatbot-{env_name} front-door Lambda: HTTPS out only"
-        )
-        self.endpoint_hosts_security_group = self._egress_only_group(
-            "EndpointHostsSecurityGroup",
-            f"chatbot-{env_name} SageMaker endpoints (network-isolated): HTTPS out only",
-        )
+        self.env_name = env_name
         self.vpc_endpoints_security_group = ec2.SecurityGroup(
             self,
             "VpcEndpointsSecurityGroup",
             vpc=self.vpc,
-            description=f"chatbot-{env_name} VPC endpoints: HTTPS from front door and endpoints",
+            description=f"chatbot-{env_name} VPC endpoints: HTTPS from the client groups",
             allow_all_outbound=False,
         )
-        for client in (self.function_security_group, self.endpoint_hosts_security_group):
-            self.vpc_endpoints_security_group.add_ingress_rule(
-                client, ec2.Port.tcp(_HTTPS_PORT), f"HTTPS from {client.node.id}"
-            )
+        self.function_security_group = self.add_client("FunctionSecurityGroup", "front-door Lambda")
+        self.endpoint_hosts_security_group = self.add_client(
+            "EndpointHostsSecurityGroup", "SageMaker endpoints (network-isolated)"
+        )
 
         self.interface_endpoints: dict[str, ec2.InterfaceVpcEndpoint] = {}
         self.gateway_endpoints: dict[str, ec2.GatewayVpcEndpoint] = {}
@@ -166,14 +161,37 @@ class PrivateNetwork(Construct):
                     f"{name}Endpoint", service=gateway, subnets=[self.subnet_selection]
                 )
 
-    def _egress_only_group(self, construct_id: str, description: str) -> ec2.SecurityGroup:
+    def add_client(self, construct_id: str, who: str) -> ec2.SecurityGroup:
+        """A security group whose members may open HTTPS connections, and only those, out.
+
+        Out of the private subnets only the VPC endpoints (which accept HTTPS from every client
+        group) and the S3/DynamoDB gateway routes lead.
+
+        Parameters
+        ----------
+        construct_id:
+            Id of the group, under this network.
+        who:
+            What runs in it, for the group's description, e.g. ``"front-door Lambda"``.
+
+        Returns
+        -------
+        ec2.SecurityGroup
+            The group.
+        """
         group = ec2.SecurityGroup(
-            self, construct_id, vpc=self.vpc, description=description, allow_all_outbound=False
+            self,
+            construct_id,
+            vpc=self.vpc,
+            description=f"chatbot-{self.env_name} {who}: HTTPS out only",
+            allow_all_outbound=False,
         )
+        https = ec2.Port.tcp(_HTTPS_PORT)
         # Any address on 443: the subnets route nowhere but to the VPC endpoints and the
         # S3/DynamoDB gateways, whose prefix lists synth cannot look up without calling AWS.
-        group.add_egress_rule(
-            ec2.Peer.any_ipv4(), ec2.Port.tcp(_HTTPS_PORT), "HTTPS to VPC and gateway endpoints"
+        group.add_egress_rule(ec2.Peer.any_ipv4(), https, "HTTPS to VPC and gateway endpoints")
+        self.vpc_endpoints_security_group.add_ingress_rule(
+            group, https, f"HTTPS from {construct_id}"
         )
         return group
 

@@ -135,24 +135,90 @@ def test_security_groups_allow_only_https_between_the_parts(
     network = synthesized.templates[env]["Network"]
     groups = _resources(network, "AWS::EC2::SecurityGroup")
     by_name = {k.split("SecurityGroup")[0].removeprefix("Network"): v for k, v in groups.items()}
-    assert set(by_name) == {"Function", "EndpointHosts", "VpcEndpoints"}
-    for name in ("Function", "EndpointHosts"):
+    clients = {"Function", "EndpointHosts", "CustomizationJobs"}
+    assert set(by_name) == clients | {"VpcEndpoints"}
+    for name in clients:
         properties = by_name[name]["Properties"]
         assert "SecurityGroupIngress" not in properties
         assert [
             (r["IpProtocol"], r["FromPort"], r["ToPort"]) for r in properties["SecurityGroupEgress"]
         ] == [("tcp", 443, 443)]
     endpoints = by_name["VpcEndpoints"]["Properties"]
-    assert "SecurityGroupIngress" not in endpoints  # only the two rules below
+    assert "SecurityGroupIngress" not in endpoints  # only the rules below
     ingress = _resources(network, "AWS::EC2::SecurityGroupIngress")
     sources = sorted(
         r["Properties"]["SourceSecurityGroupId"]["Fn::GetAtt"][0].split("SecurityGroup")[0]
         for r in ingress.values()
     )
-    assert sources == ["NetworkEndpointHosts", "NetworkFunction"]
+    assert sources == [f"Network{name}" for name in sorted(clients)]
     assert {(r["Properties"]["FromPort"], r["Properties"]["ToPort"]) for r in ingress.values()} == {
         (443, 443)
     }
+
+
+def _job_states(synthesized: Synthesized, env: str) -> dict[str, dict[str, Any]]:
+    machine = _one(synthesized.templates[env]["Customization"], "AWS::StepFunctions::StateMachine")
+    # The definition with each imported value (subnet and group ids from the Network stack)
+    # spelled "import:<export name>".
+    parts = machine["Properties"]["DefinitionString"]["Fn::Join"][1]
+    text = "".join(
+        part
+        if isinstance(part, str)
+        else f"import:{part['Fn::ImportValue']}"
+        if "Fn::ImportValue" in part
+        else "<token>"
+        for part in parts
+    )
+    states: dict[str, dict[str, Any]] = json.loads(text)["States"]
+    return {name: states[name]["Parameters"] for name in ("ValidateData", "Train", "Evaluate")}
+
+
+def _import_names(values: list[str]) -> list[str]:
+    assert all(value.startswith("import:") for value in values), values
+    return [value.removeprefix("import:") for value in values]
+
+
+@pytest.mark.parametrize("env", NETWORKED)
+def test_customization_jobs_run_isolated_in_the_private_subnets(
+    synthesized: Synthesized, env: str
+) -> None:
+    network = synthesized.templates[env]["Network"]
+    [subnet_count] = {len(_resources(network, "AWS::EC2::Subnet"))}
+    jobs = _job_states(synthesized, env)
+    training = jobs["Train"]
+    configs = [
+        (training["EnableNetworkIsolation"], training["VpcConfig"]),
+        *(
+            (
+                jobs[name]["NetworkConfig"]["EnableNetworkIsolation"],
+                jobs[name]["NetworkConfig"]["VpcConfig"],
+            )
+            for name in ("ValidateData", "Evaluate")
+        ),
+    ]
+    for isolated, vpc in configs:
+        assert isolated is True
+        [group] = _import_names(vpc["SecurityGroupIds"])
+        assert "CustomizationJobsSecurityGroup" in group
+        subnets = _import_names(vpc["Subnets"])
+        assert len(subnets) == subnet_count
+        assert all("Subnet" in name for name in subnets)
+    # SageMaker attaches the jobs with the jobs' role: it may manage their network interfaces.
+    policies = _resources(synthesized.templates[env]["Customization"], "AWS::IAM::Policy")
+    eni_roles = [
+        policy["Properties"]["Roles"]
+        for policy in policies.values()
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        if "ec2:CreateNetworkInterfacePermission" in statement["Action"]
+    ]
+    assert len(eni_roles) == 1
+    [[role]] = eni_roles
+    assert "JobRole" in role["Ref"]
+
+
+def test_dev_jobs_keep_sagemakers_networking(synthesized: Synthesized) -> None:
+    for parameters in _job_states(synthesized, "dev").values():
+        assert not {"VpcConfig", "NetworkConfig", "EnableNetworkIsolation"} & set(parameters)
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
