@@ -21,9 +21,9 @@ NODE = shutil.which("node")
 needs_node = pytest.mark.skipif(NODE is None, reason="node is not on PATH")
 
 
-def _python(script: str, *, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def _run(argv: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script)],
+        argv,
         cwd=REPO_ROOT,
         env=env or dict(os.environ),
         capture_output=True,
@@ -31,6 +31,16 @@ def _python(script: str, *, env: dict[str, str] | None = None) -> subprocess.Com
         timeout=170,
         check=False,
     )
+
+
+def _python(script: str) -> subprocess.CompletedProcess[str]:
+    return _run([sys.executable, "-c", textwrap.dedent(script)])
+
+
+def _node_env(preload: Path, cache: Path) -> dict[str, str]:
+    environ = dict(os.environ, NODE_COMPILE_CACHE=str(cache))
+    environ["NODE_OPTIONS"] = synth_process._node_option("--require", preload)
+    return environ
 
 
 def _stack_templates(outdir: Path, env_name: str) -> dict[str, dict[str, Any]]:
@@ -62,15 +72,7 @@ def test_app_py_synthesizes_what_build_app_does_and_reuses_the_compile_cache(
     env.pop("NODE_OPTIONS", None)
 
     def synth(outdir: Path) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, str(REPO_ROOT / "app.py")],
-            cwd=REPO_ROOT,
-            env=dict(env, CDK_OUTDIR=str(outdir)),
-            capture_output=True,
-            text=True,
-            timeout=170,
-            check=False,
-        )
+        return _run([sys.executable, str(REPO_ROOT / "app.py")], dict(env, CDK_OUTDIR=str(outdir)))
 
     first = synth(tmp_path / "first")
     assert first.returncode == 0, first.stderr
@@ -163,15 +165,9 @@ def test_node_accepts_the_preload_from_a_path_with_spaces(tmp_path: Path) -> Non
     preload = tmp_path / 'dir with "quotes" and spaces' / "node_compile_cache.js"
     preload.parent.mkdir()
     shutil.copy(synth_process.COMPILE_CACHE_PRELOAD, preload)
-    environ = dict(os.environ, NODE_COMPILE_CACHE=str(tmp_path / "cache"))
-    environ["NODE_OPTIONS"] = synth_process._node_option("--require", preload)
-    result = subprocess.run(
+    result = _run(
         [str(NODE), "-e", "console.log(require('module').prototype._compile.name)"],
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+        _node_env(preload, tmp_path / "cache"),
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "compileWithCodeCache"
@@ -205,20 +201,10 @@ def test_cached_modules_run_as_node_runs_them(tmp_path: Path) -> None:
     (package / "lib" / "loader.js").write_text("module.exports = () => import('./esm.mjs');\n")
     (package / "lib" / "esm.mjs").write_text("export const answer = 42;\n")
     cache = tmp_path / "cache"
-    environ = dict(os.environ, NODE_COMPILE_CACHE=str(cache))
-    environ["NODE_OPTIONS"] = synth_process._node_option(
-        "--require", synth_process.COMPILE_CACHE_PRELOAD
-    )
+    environ = _node_env(synth_process.COMPILE_CACHE_PRELOAD, cache)
 
     def run() -> list[str]:
-        result = subprocess.run(
-            [str(NODE), str(package / "main.js")],
-            env=environ,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        result = _run([str(NODE), str(package / "main.js")], environ)
         assert result.returncode == 0, result.stderr
         return result.stdout.splitlines()
 
