@@ -114,20 +114,52 @@ def _sync_task(
     )
 
 
-def _output(name: str, s3_uri: str, key_arn: str) -> dict[str, Any]:
-    return {
-        "KmsKeyId": key_arn,
-        "Outputs": [
-            {
-                "OutputName": name,
-                "S3Output": {
-                    "S3Uri": s3_uri,
-                    "LocalPath": f"{_PROCESSING}/output",
-                    "S3UploadMode": "EndOfJob",
-                },
-            }
-        ],
-    }
+def _processing_job(
+    scope: Construct,
+    state_id: str,
+    jobs: JobSettings,
+    *,
+    job: str,
+    command: list[str],
+    arguments: str,
+    inputs: list[dict[str, Any]],
+    output: str,
+    instance_type: str,
+) -> sfn.CustomState:
+    """A ``customize`` processing job of the run: ``inputs`` in, one ``output`` prefix out."""
+    run = jobs.run
+    return _sync_task(
+        scope,
+        state_id,
+        "Processing",
+        {
+            "ProcessingJobName": run.name(job),
+            "RoleArn": jobs.role_arn,
+            "AppSpecification": {
+                "ImageUri": jobs.image_uri,
+                "ContainerEntrypoint": ["python3", "-m", "customize", *command],
+                "ContainerArguments": arguments,
+            },
+            "ProcessingInputs": inputs,
+            "ProcessingOutputConfig": {
+                "KmsKeyId": jobs.key_arn,
+                "Outputs": [
+                    {
+                        "OutputName": output,
+                        "S3Output": {
+                            "S3Uri": run.uri(output),
+                            "LocalPath": f"{_PROCESSING}/output",
+                            "S3UploadMode": "EndOfJob",
+                        },
+                    }
+                ],
+            },
+            "ProcessingResources": cluster(instance_type),
+            "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
+            "Environment": _OFFLINE_ENV,
+            **jobs.processing_network(),
+        },
+    )
 
 
 def validate_state(scope: Construct, jobs: JobSettings, *, instance_type: str) -> sfn.CustomState:
@@ -147,37 +179,27 @@ def validate_state(scope: Construct, jobs: JobSettings, *, instance_type: str) -
     sfn.CustomState
         The ``ValidateData`` state, which waits for the job to finish.
     """
-    run = jobs.run
-    return _sync_task(
+    return _processing_job(
         scope,
         "ValidateData",
-        "Processing",
-        {
-            "ProcessingJobName": run.name("validate"),
-            "RoleArn": jobs.role_arn,
-            "AppSpecification": {
-                "ImageUri": jobs.image_uri,
-                "ContainerEntrypoint": ["python3", "-m", "customize", "prepare", "split"],
-                "ContainerArguments": states_array(
-                    f"{_PROCESSING}/input/data/data.jsonl",
-                    "--mode",
-                    "$.mode",
-                    "--tokenizer",
-                    f"{_PROCESSING}/input/base",
-                    "--out-dir",
-                    f"{_PROCESSING}/output",
-                ),
-            },
-            "ProcessingInputs": [
-                processing_input("data", run.dataset_uri(), f"{_PROCESSING}/input/data"),
-                processing_input("base", jobs.base_uri, f"{_PROCESSING}/input/base"),
-            ],
-            "ProcessingOutputConfig": _output("prepared", run.uri("prepared"), jobs.key_arn),
-            "ProcessingResources": cluster(instance_type),
-            "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
-            "Environment": _OFFLINE_ENV,
-            **jobs.processing_network(),
-        },
+        jobs,
+        job="validate",
+        command=["prepare", "split"],
+        arguments=states_array(
+            f"{_PROCESSING}/input/data/data.jsonl",
+            "--mode",
+            "$.mode",
+            "--tokenizer",
+            f"{_PROCESSING}/input/base",
+            "--out-dir",
+            f"{_PROCESSING}/output",
+        ),
+        inputs=[
+            processing_input("data", jobs.run.dataset_uri(), f"{_PROCESSING}/input/data"),
+            processing_input("base", jobs.base_uri, f"{_PROCESSING}/input/base"),
+        ],
+        output="prepared",
+        instance_type=instance_type,
     )
 
 
@@ -305,50 +327,41 @@ def evaluate_state(
         The ``Evaluate`` state, which waits for the job to finish.
     """
     run = jobs.run
-    return _sync_task(
+    return _processing_job(
         scope,
         "Evaluate",
-        "Processing",
-        {
-            "ProcessingJobName": run.name("evaluate"),
-            "RoleArn": jobs.role_arn,
-            "AppSpecification": {
-                "ImageUri": jobs.image_uri,
-                "ContainerEntrypoint": ["python3", "-m", "customize", "evaluate"],
-                "ContainerArguments": states_array(
-                    "--mode",
-                    "$.mode",
-                    "--data",
-                    f"{_PROCESSING}/input/data/validation.jsonl",
-                    "--base-model",
-                    f"{_PROCESSING}/input/base",
-                    "--customized-model",
-                    f"{_PROCESSING}/input/model",
-                    "--out-dir",
-                    f"{_PROCESSING}/output",
-                    "--device",
-                    "cuda",
-                    # Generation as the chat endpoint serves: vLLM, its degree.
-                    "--engine",
-                    "vllm",
-                    "--tensor-parallel-degree",
-                    str(tensor_parallel_degree),
-                    "--max-model-len",
-                    str(max_model_len),
-                    "--require-improvement",
-                ),
-            },
-            "ProcessingInputs": [
-                processing_input(
-                    "data", run.uri("prepared", "validation"), f"{_PROCESSING}/input/data"
-                ),
-                processing_input("base", jobs.base_uri, f"{_PROCESSING}/input/base"),
-                processing_input("model", run.model_uri(raw=True), f"{_PROCESSING}/input/model"),
-            ],
-            "ProcessingOutputConfig": _output("evaluation", run.uri("evaluation"), jobs.key_arn),
-            "ProcessingResources": cluster(instance_type),
-            "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
-            "Environment": _OFFLINE_ENV,
-            **jobs.processing_network(),
-        },
+        jobs,
+        job="evaluate",
+        command=["evaluate"],
+        arguments=states_array(
+            "--mode",
+            "$.mode",
+            "--data",
+            f"{_PROCESSING}/input/data/validation.jsonl",
+            "--base-model",
+            f"{_PROCESSING}/input/base",
+            "--customized-model",
+            f"{_PROCESSING}/input/model",
+            "--out-dir",
+            f"{_PROCESSING}/output",
+            "--device",
+            "cuda",
+            # Generation as the chat endpoint serves: vLLM, its degree.
+            "--engine",
+            "vllm",
+            "--tensor-parallel-degree",
+            str(tensor_parallel_degree),
+            "--max-model-len",
+            str(max_model_len),
+            "--require-improvement",
+        ),
+        inputs=[
+            processing_input(
+                "data", run.uri("prepared", "validation"), f"{_PROCESSING}/input/data"
+            ),
+            processing_input("base", jobs.base_uri, f"{_PROCESSING}/input/base"),
+            processing_input("model", run.model_uri(raw=True), f"{_PROCESSING}/input/model"),
+        ],
+        output="evaluation",
+        instance_type=instance_type,
     )
