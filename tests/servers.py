@@ -1,4 +1,4 @@
-"""Test helpers shared by every suite: free loopback ports and ASGI apps served in a thread."""
+"""Test helpers shared by every suite: free loopback ports; ASGI apps and moto in a thread."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import uvicorn
 
-__all__ = ["free_port", "serve_asgi"]
+__all__ = ["free_port", "moto_server", "serve_asgi"]
 
 
 def free_port() -> int:
@@ -48,3 +48,17 @@ def serve_asgi(app: Any, *, start_timeout_s: float = 30.0) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+@contextmanager
+def moto_server() -> Iterator[str]:
+    """Run moto's AWS server in a thread on a loopback port chosen by the OS; yield its URL."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()

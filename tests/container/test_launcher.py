@@ -6,7 +6,6 @@ from pathlib import Path
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 from pydantic import ValidationError
 
 from inference_server.artifacts import download_s3_prefix, package_path, resolve_artifact
@@ -19,7 +18,7 @@ from tests.container.helpers import (
     start_launcher,
     stop_process,
 )
-from tests.servers import free_port
+from tests.servers import moto_server
 
 
 def test_vllm_command_carries_every_sizing_option(monkeypatch) -> None:
@@ -58,11 +57,8 @@ def test_the_launcher_knows_only_production_backends(monkeypatch) -> None:
 
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    with moto_server() as url:
+        yield url
 
 
 def test_weights_download_from_s3_prefix(s3_endpoint: str, tmp_path: Path, monkeypatch) -> None:

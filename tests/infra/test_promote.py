@@ -19,13 +19,12 @@ from typing import Any
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from scripts.cdk_json_edit import JsonEditError, set_member
 from scripts.promote import PromotionError, main, promote
 from stacks.config import load_environment
 from tests.infra.conftest import REPO_ROOT
-from tests.servers import free_port
+from tests.servers import moto_server
 
 REGION = "us-east-1"
 RUN_PREFIX = "customization/runs/run-7/training/chatbot-dev-cust-run-7-train/output/model/"
@@ -33,13 +32,8 @@ RUN_PREFIX = "customization/runs/run-7/training/chatbot-dev-cust-run-7-train/out
 
 @pytest.fixture(scope="module")
 def sagemaker_endpoint() -> Iterator[str]:
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+    with moto_server() as url:
+        yield url
 
 
 @pytest.fixture

@@ -11,12 +11,11 @@ from typing import Any
 import boto3
 import pytest
 from botocore.stub import Stubber
-from moto.server import ThreadedMotoServer
 
 from preflight.account import AccountContext
 from stacks.base_image import resolve_base_image
 from stacks.config import EnvironmentConfig, load_environment
-from tests.servers import free_port
+from tests.servers import moto_server
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -30,13 +29,8 @@ MODERATION_PARAMETERS_BILLION = 2e-6
 
 @pytest.fixture(scope="session")
 def moto_url() -> Iterator[str]:
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+    with moto_server() as url:
+        yield url
 
 
 def environment(name: str = "dev", **changes: Any) -> EnvironmentConfig:
