@@ -127,7 +127,7 @@ class ComponentScaling(Construct):
         )
         # Application Auto Scaling clamps 0 to the current minimum (1 by day off hours-only).
         action.add_adjustment(adjustment=0, upper_bound=0)
-        period = Duration.minutes(idle_minutes)
+        period = durations.minutes(idle_minutes)
         # A refused request counts as activity: the wake-up must not be undone while it runs.
         activity = cloudwatch.MathExpression(
             expression="FILL(invocations, 0) + FILL(refused, 0)",

@@ -11,8 +11,6 @@ from stacks.constructs import durations
 
 __all__ = ["api_stage_metric", "front_door_metric"]
 
-# One Duration for every metric (each Duration.minutes() is a round trip to the jsii runtime).
-
 
 def front_door_metric(
     metric: Metric,

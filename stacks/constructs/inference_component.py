@@ -30,7 +30,6 @@ _LOG_PREFIXES = ("/aws/sagemaker/Endpoints", "/aws/sagemaker/InferenceComponents
 # A rolling update bakes each batch this long while the component's alarms can roll it back.
 ROLLING_WAIT_S = 600
 ROLLING_TIMEOUT_S = 3600
-# Metric periods, built once (each Duration.minutes() is a round trip to the jsii runtime).
 
 
 class InferenceComponentEndpoint(Construct):
