@@ -1,11 +1,12 @@
 """The ``python app.py`` process around a synth: set up before aws_cdk starts node, exit after.
 
 A synth is a short-lived process that imports ~37 MB of aws_cdk bytecode, drives a node process
-through jsii, and exits. Three costs of that process are not the app's own work (measured in
-docs/infra.md, "Synth time"): node compiling the same 24 MB of JavaScript on every synth, Python's
-cyclic garbage collector walking the freshly imported modules again and again, and the
-interpreter freeing every one of those objects at exit. :func:`prepare` and :func:`exit_now`
-remove them. This module imports nothing from aws_cdk: :func:`prepare` must run before it is.
+through jsii, and exits. Four costs of that process are not the app's own work (measured in
+docs/infra.md, "The synth process"): node compiling the same 24 MB of JavaScript on every synth,
+Python waiting while node starts and loads the assemblies, Python's cyclic garbage collector
+walking the freshly imported modules again and again, and the interpreter freeing every one of
+those objects at exit. :func:`prepare` and :func:`exit_now` remove them. This module imports
+nothing from aws_cdk: :func:`prepare` must run before it is.
 """
 
 from __future__ import annotations
