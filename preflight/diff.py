@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from stacks.synth_process import default_compile_cache_dir
+
 __all__ = ["StackDiff", "diff_assemblies", "main_diff", "synth", "worktree"]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,8 +40,15 @@ def _offline_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
         CDK_DISABLE_VERSION_CHECK="1",
         JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION="20",
     )
+    # A worktree synth reuses this checkout's node code cache instead of starting a cold one.
+    env.setdefault("NODE_COMPILE_CACHE", str(default_compile_cache_dir()))
     env.update(extra or {})
     return env
+
+
+def _cdk(tree: Path, *args: str) -> list[str]:
+    # The tree's own CLI, as `npx cdk` finds it, without npx's ~0.3 s start per call.
+    return [str(tree / "node_modules" / ".bin" / "cdk"), *args]
 
 
 def _run(
@@ -117,7 +126,7 @@ def synth(tree: Path, env_name: str, out: Path) -> Path:
         str(tree / d) for d in SOURCE_DIRS if (tree / d).is_dir() or d == "."
     )
     done = _run(
-        ["npx", "cdk", "synth", "-c", f"env={env_name}", "--quiet", "--output", str(out)],
+        _cdk(tree, "synth", "-c", f"env={env_name}", "--quiet", "--output", str(out)),
         cwd=tree,
         env=_offline_env({"PYTHONPATH": python_path}),
     )
@@ -156,7 +165,7 @@ def diff_assemblies(base: Path, new: Path, *, cwd: Path = ROOT) -> list[StackDif
     base, new:
         Synthesized cloud assemblies.
     cwd:
-        Where ``npx cdk`` runs (a tree with ``node_modules``).
+        Whose CDK CLI runs the diffs (a tree with ``node_modules``).
 
     Returns
     -------
@@ -171,9 +180,8 @@ def diff_assemblies(base: Path, new: Path, *, cwd: Path = ROOT) -> list[StackDif
         for name in new_stacks:
             template = base_stacks.get(name, empty)
             done = _run(
-                [
-                    "npx",
-                    "cdk",
+                _cdk(
+                    cwd,
                     "diff",
                     "--app",
                     str(new),
@@ -182,7 +190,7 @@ def diff_assemblies(base: Path, new: Path, *, cwd: Path = ROOT) -> list[StackDif
                     "--template",
                     str(template),
                     name,
-                ],
+                ),
                 cwd=cwd,
                 env=_offline_env(),
             )
