@@ -21,20 +21,17 @@ def test_argv_is_the_launchers_with_the_environment_settings() -> None:
     assert "--enable-prefix-caching" in argv
 
 
-def test_every_role_passes() -> None:
-    good = list(check_engine_args(["dev"]))
-    assert [r.status for r in good] == ["ok", "ok"], [r.line for r in good]
-
-
 @pytest.fixture(scope="module")
-def refusals() -> dict[str, str | None]:
-    """vLLM's answers to dev's argv with a removed flag and with an invalid value.
+def answers() -> dict[str, str | None]:
+    """vLLM's answers to dev's argvs as the launcher builds them, and with a removed flag or an
+    invalid value.
 
     One probe process for all of them: each import of vLLM costs several seconds.
     """
     config = environment("dev")
     python = ensure_probe_env(config.base_image.version or "")
-    argvs = {
+    argvs = {f"dev {role}": vllm_argv(config, role) for role in ("chat", "moderation")}
+    argvs |= {
         f"{role} unknown flag": [*vllm_argv(config, role), "--disable-log-requests"]
         for role in ("chat", "moderation")
     }
@@ -42,15 +39,31 @@ def refusals() -> dict[str, str | None]:
     return probe(python, argvs)
 
 
-def test_an_unknown_flag_fails(refusals: dict[str, str | None]) -> None:
+def test_every_role_passes(answers: dict[str, str | None], monkeypatch: pytest.MonkeyPatch) -> None:
+    import preflight.engine_args as engine_args
+
+    def probed(_: object, argvs: dict[str, list[str]]) -> dict[str, str | None]:
+        # vLLM's answers, from the shared probe, to the very argvs check_engine_args builds.
+        assert argvs == {label: argv for label, argv in probed_argvs.items() if label in argvs}
+        return {label: answers[label] for label in argvs}
+
+    config = environment("dev")
+    probed_argvs = {f"dev {role}": vllm_argv(config, role) for role in ("chat", "moderation")}
+    assert answers["dev chat"] is None and answers["dev moderation"] is None
+    monkeypatch.setattr(engine_args, "probe", probed)
+    good = list(check_engine_args(["dev"]))
+    assert [r.status for r in good] == ["ok", "ok"], [r.line for r in good]
+
+
+def test_an_unknown_flag_fails(answers: dict[str, str | None]) -> None:
     for role in ("chat", "moderation"):
-        refusal = refusals[f"{role} unknown flag"]
+        refusal = answers[f"{role} unknown flag"]
         assert refusal is not None
         assert "unrecognized arguments: --disable-log-requests" in refusal
 
 
-def test_an_invalid_value_fails(refusals: dict[str, str | None]) -> None:
-    refusal = refusals["chat invalid value"]
+def test_an_invalid_value_fails(answers: dict[str, str | None]) -> None:
+    refusal = answers["chat invalid value"]
     assert refusal is not None
     assert "argument --dtype: invalid choice: 'float17'" in refusal
 
