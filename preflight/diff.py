@@ -19,8 +19,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from stacks.synth_process import default_compile_cache_dir
-
 __all__ = ["StackDiff", "diff_assemblies", "main_diff", "synth", "worktree"]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,8 +38,6 @@ def _offline_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
         CDK_DISABLE_VERSION_CHECK="1",
         JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION="20",
     )
-    # A worktree synth reuses this checkout's node code cache instead of starting a cold one.
-    env.setdefault("NODE_COMPILE_CACHE", str(default_compile_cache_dir()))
     env.update(extra or {})
     return env
 

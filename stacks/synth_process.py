@@ -15,7 +15,7 @@ import atexit
 import gc
 import os
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import NoReturn
 
@@ -32,9 +32,21 @@ __all__ = [
 COMPILE_CACHE_PRELOAD = Path(__file__).with_name("node_compile_cache.js")
 
 
-def default_compile_cache_dir() -> Path:
-    """The repository's ``.cache/node-compile-cache`` (git-ignored, like the probe venvs)."""
-    return Path(__file__).resolve().parents[1] / ".cache" / "node-compile-cache"
+def default_compile_cache_dir(environ: Mapping[str, str] = os.environ) -> Path | None:
+    """``$XDG_CACHE_HOME/chatbot-cdk/node-compile-cache`` (``~/.cache`` without it).
+
+    Per user and outside every checkout: the cache holds code node runs, so it must not sit
+    where a commit could put files. ``None`` when there is no home directory to put it in.
+    """
+    base = Path(environ.get("XDG_CACHE_HOME") or "relative")
+    if not base.is_absolute():  # unset, or relative, which the XDG spec says to ignore
+        try:
+            base = Path.home() / ".cache"
+        except RuntimeError:  # Python 3.12+ without HOME or a passwd entry
+            return None
+        if not base.is_absolute():  # Python 3.11 leaves "~" as it is then
+            return None
+    return base / "chatbot-cdk" / "node-compile-cache"
 
 
 def _node_option(flag: str, value: Path) -> str:
@@ -50,7 +62,9 @@ def configure_node(environ: MutableMapping[str, str]) -> None:
     (:data:`COMPILE_CACHE_PRELOAD`) implements it for CommonJS. A ``NODE_COMPILE_CACHE`` already
     set wins (an empty one turns the cache off), and ``NODE_OPTIONS`` is extended, not replaced.
     """
-    environ.setdefault("NODE_COMPILE_CACHE", str(default_compile_cache_dir()))
+    default = default_compile_cache_dir(environ)
+    if default is not None:
+        environ.setdefault("NODE_COMPILE_CACHE", str(default))
     preload = _node_option("--require", COMPILE_CACHE_PRELOAD)
     options = environ.get("NODE_OPTIONS", "")
     if preload not in options:

@@ -151,13 +151,26 @@ def test_configure_node_adds_the_preload_once_and_keeps_what_was_set(tmp_path: P
     environ = {"NODE_OPTIONS": "--max-semi-space-size=32"}
     synth_process.configure_node(environ)
     synth_process.configure_node(environ)
-    assert environ["NODE_COMPILE_CACHE"] == str(synth_process.default_compile_cache_dir())
+    assert environ["NODE_COMPILE_CACHE"] == str(synth_process.default_compile_cache_dir(environ))
     preload = f'--require "{synth_process.COMPILE_CACHE_PRELOAD}"'
     assert environ["NODE_OPTIONS"] == f"--max-semi-space-size=32 {preload}"
 
     chosen = {"NODE_COMPILE_CACHE": str(tmp_path)}
     synth_process.configure_node(chosen)
     assert chosen["NODE_COMPILE_CACHE"] == str(tmp_path)
+
+
+def test_the_default_cache_is_per_user_outside_the_checkout(tmp_path: Path) -> None:
+    xdg = {"XDG_CACHE_HOME": str(tmp_path)}
+    assert synth_process.default_compile_cache_dir(xdg) == tmp_path / "chatbot-cdk" / (
+        "node-compile-cache"
+    )
+    home_cache = Path.home() / ".cache" / "chatbot-cdk" / "node-compile-cache"
+    assert synth_process.default_compile_cache_dir({"XDG_CACHE_HOME": "relative/dir"}) == (
+        home_cache
+    )
+    assert synth_process.default_compile_cache_dir({}) == home_cache
+    assert not home_cache.is_relative_to(REPO_ROOT)
 
 
 @needs_node
