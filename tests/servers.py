@@ -1,4 +1,4 @@
-"""Test helpers shared by every suite: free loopback ports; ASGI apps and moto in a thread."""
+"""Test helpers shared by every suite: free loopback ports; servers run in a thread."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import uvicorn
 
-__all__ = ["free_port", "moto_server", "serve_asgi"]
+__all__ = ["dynamodb_server", "free_port", "moto_server", "serve_asgi"]
 
 
 def free_port() -> int:
@@ -60,5 +60,18 @@ def moto_server() -> Iterator[str]:
     try:
         host, port = server.get_host_and_port()
         yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@contextmanager
+def dynamodb_server() -> Iterator[str]:
+    """Run the server of ``local.dynamodb`` in a thread on a free port; yield its URL."""
+    from local.dynamodb import DynamoDbServer
+
+    server = DynamoDbServer("127.0.0.1", free_port())
+    server.start()
+    try:
+        yield server.url
     finally:
         server.stop()

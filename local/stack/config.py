@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from local.model_backend import SMOLLM2_GGUF
 
-ModerationBackend = Literal["model", "scripted"]
-ChatBackend = Literal["model", "scripted"]
+# What generates for a role: the shared small model, or local.scripted_backend.
+RoleBackend = Literal["model", "scripted"]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 PORT_FIELDS = (
@@ -70,11 +70,11 @@ class StackConfig(BaseSettings):
     )
     # Scripted by default: SmolLM2-135M copies the few-shot prompt's last label, so as the
     # classifier it refuses nearly every question; `model` runs it anyway.
-    moderation_backend: ModerationBackend = "scripted"
+    moderation_backend: RoleBackend = "scripted"
     moderation_script: Path = DEFAULT_MODERATION_RULES
     # The real small model by default; `scripted` answers from a script, fast and exactly
     # (load and fault tests), through the same chat container.
-    chat_backend: ChatBackend = "model"
+    chat_backend: RoleBackend = "model"
     chat_script: Path = DEFAULT_CHAT_SCRIPT
     model: str = Field(
         default=SMOLLM2_GGUF,
@@ -145,7 +145,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--session-table", help="DynamoDB table the stack creates and uses")
     parser.add_argument(
         "--moderation-backend",
-        choices=["model", "scripted"],
+        choices=get_args(RoleBackend),
         help="scripted (default): keyword rules served by local.scripted_backend; model: the "
         "shared small model classifies (SmolLM2-135M labels nearly everything 'needs "
         "intervention')",
@@ -158,7 +158,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--chat-backend",
-        choices=["model", "scripted"],
+        choices=get_args(RoleBackend),
         help="model (default): the shared small model generates; scripted: local.scripted_backend "
         "answers from --chat-script (exact, fast answers for load and fault tests)",
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 import uuid
@@ -12,20 +11,13 @@ from typing import Any
 
 import pytest
 
-from local.dynamodb import DynamoDbServer, create_session_table
+from local.dynamodb import create_session_table
+from tests.servers import dynamodb_server, free_port
 
 os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "chatbot-front-door")
 os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "Chatbot")
 
 REGION = "us-east-1"
-
-
-def free_port() -> int:
-    """A TCP port that was free a moment ago on 127.0.0.1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class UvicornThread:
@@ -76,13 +68,8 @@ def serve() -> Callable[..., UvicornThread]:
 @pytest.fixture(scope="session")
 def dynamodb_url() -> Iterator[str]:
     """A moto DynamoDB-compatible server over real HTTP, for the whole session."""
-    port = free_port()
-    server = DynamoDbServer("127.0.0.1", port)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+    with dynamodb_server() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -9,25 +9,18 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from local.dynamodb import DynamoDbServer, create_session_table
-from tests.servers import free_port
+from local.dynamodb import create_session_table
+from tests.servers import dynamodb_server
 
 TABLE = "sessions-transactions"
 
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[Any]:
-    port = free_port()
-    server = DynamoDbServer("127.0.0.1", port)
-    server.start()
-    try:
-        dynamodb = boto3.client(
-            "dynamodb", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1"
-        )
+    with dynamodb_server() as url:
+        dynamodb = boto3.client("dynamodb", endpoint_url=url, region_name="us-east-1")
         create_session_table(dynamodb, TABLE)
         yield dynamodb
-    finally:
-        server.stop()
 
 
 def _put(pk: str, sk: str, **attributes: str) -> dict[str, Any]:
