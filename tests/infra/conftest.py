@@ -32,6 +32,17 @@ class Synthesized:
     validation_report: dict[str, Any]
 
 
+def stack_template_files(outdir: Path, env: str) -> dict[str, Path]:
+    """``stack id -> template file`` of environment ``env``'s stage in the assembly ``outdir``."""
+    assembly = outdir / f"assembly-chatbot-{env}"
+    manifest = json.loads((assembly / "manifest.json").read_text())
+    return {
+        artifact["displayName"].split("/")[-1]: assembly / artifact["properties"]["templateFile"]
+        for artifact in manifest["artifacts"].values()
+        if artifact["type"] == "aws:cloudformation:stack"
+    }
+
+
 def synthesize_all(outdir: Path) -> Synthesized:
     """Synthesize dev, staging and prod in one app (one jsii synth) into ``outdir``."""
     from stacks.app import build_app
@@ -39,19 +50,11 @@ def synthesize_all(outdir: Path) -> Synthesized:
 
     sources = SourcePaths.from_repository(REPO_ROOT)
     build_app(env_names=ENVIRONMENTS, outdir=str(outdir), sources=sources).synth()
-    templates: dict[str, dict[str, dict[str, Any]]] = {}
-    files: dict[str, dict[str, Path]] = {}
-    for env in ENVIRONMENTS:
-        assembly = outdir / f"assembly-chatbot-{env}"
-        manifest = json.loads((assembly / "manifest.json").read_text())
-        templates[env], files[env] = {}, {}
-        for artifact in manifest["artifacts"].values():
-            if artifact["type"] != "aws:cloudformation:stack":
-                continue
-            stack_id = artifact["displayName"].split("/")[-1]
-            path = assembly / artifact["properties"]["templateFile"]
-            files[env][stack_id] = path
-            templates[env][stack_id] = json.loads(path.read_text())
+    files = {env: stack_template_files(outdir, env) for env in ENVIRONMENTS}
+    templates = {
+        env: {stack_id: json.loads(path.read_text()) for stack_id, path in paths.items()}
+        for env, paths in files.items()
+    }
     report_path = outdir / "validation-report.json"
     report = json.loads(report_path.read_text()) if report_path.exists() else {}
     return Synthesized(outdir, templates, files, report)

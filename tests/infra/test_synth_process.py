@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from stacks import jsii_loads, synth_process
-from tests.infra.conftest import REPO_ROOT, Synthesized
+from tests.infra.conftest import REPO_ROOT, Synthesized, stack_template_files
 
 NODE = shutil.which("node")
 needs_node = pytest.mark.skipif(NODE is None, reason="node is not on PATH")
@@ -44,15 +44,8 @@ def _node_env(preload: Path, cache: Path) -> dict[str, str]:
 
 
 def _stack_templates(outdir: Path, env_name: str) -> dict[str, dict[str, Any]]:
-    assembly = outdir / f"assembly-chatbot-{env_name}"
-    manifest = json.loads((assembly / "manifest.json").read_text())
-    return {
-        artifact["displayName"].split("/")[-1]: json.loads(
-            (assembly / artifact["properties"]["templateFile"]).read_text()
-        )
-        for artifact in manifest["artifacts"].values()
-        if artifact["type"] == "aws:cloudformation:stack"
-    }
+    files = stack_template_files(outdir, env_name)
+    return {stack_id: json.loads(path.read_text()) for stack_id, path in files.items()}
 
 
 def _cache_entries(cache: Path) -> dict[Path, int]:
@@ -89,14 +82,16 @@ def test_app_py_synthesizes_what_build_app_does_and_reuses_the_compile_cache(
 
 
 @pytest.mark.timeout(120)
-def test_importing_the_app_makes_no_jsii_call() -> None:
+def test_prepare_sets_the_process_up_and_importing_the_app_makes_no_jsii_call() -> None:
     # A synth's first jsii call waits for node to load the assemblies; a call made at import
     # (a module-level Duration, Port or pseudo parameter) would make it wait early again.
     result = _python(
         """
-        import traceback
+        import gc, os, traceback
         from stacks import synth_process
         synth_process.prepare()
+        assert not gc.isenabled()
+        assert "node_compile_cache.js" in os.environ["NODE_OPTIONS"]
         from jsii._kernel.providers import process
         send = process._NodeProcess.send
         calls = []
@@ -243,12 +238,20 @@ def test_cached_modules_run_as_node_runs_them(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_exit_now_runs_the_exit_handlers_and_keeps_the_status(tmp_path: Path) -> None:
-    marker = tmp_path / "handler-ran"
+def test_exit_now_runs_the_exit_handlers_keeps_the_status_and_skips_the_teardown(
+    tmp_path: Path,
+) -> None:
+    marker, torn_down = tmp_path / "handler-ran", tmp_path / "torn-down"
     result = _python(
         f"""
         import atexit, pathlib, sys
         from stacks import synth_process
+
+        class Witness:  # freed by the interpreter's teardown, which sys.exit would run
+            def __del__(self):
+                pathlib.Path({str(torn_down)!r}).write_text("yes")
+
+        witness = Witness()
         atexit.register(lambda: pathlib.Path({str(marker)!r}).write_text("yes"))
         print("buffered output", end="")
         sys.stderr.write("buffered error")
@@ -259,6 +262,7 @@ def test_exit_now_runs_the_exit_handlers_and_keeps_the_status(tmp_path: Path) ->
     assert result.stdout == "buffered output"
     assert result.stderr == "buffered error"
     assert marker.read_text() == "yes"
+    assert not torn_down.exists()
 
 
 def test_prepare_refuses_once_aws_cdk_is_imported(monkeypatch: pytest.MonkeyPatch) -> None:
