@@ -74,8 +74,9 @@ def median_synth_seconds(
     """Median wall time of ``runs`` synths of ``env_name`` (``None``: the one-bucket floor).
 
     ``floor_validation=False`` turns off CDK's built-in CloudFormation validation in the floor
-    app too, as app.py does (cfn-lint runs in the tests instead). ``floor_synth_process=True``
-    also sets the floor's process up as app.py does (``stacks.synth_process``).
+    app too, as stacks/app.py does (cfn-lint runs in the tests instead).
+    ``floor_synth_process=True`` also sets the floor's process up as app.py does
+    (``stacks.synth_process``).
     """
     times = []
     for _ in range(runs):
